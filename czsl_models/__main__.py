@@ -1,0 +1,7 @@
+"""python -m czsl_models ..."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

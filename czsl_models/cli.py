@@ -1,0 +1,158 @@
+"""Command line: python -m czsl_models predict | models | metrics | train | evaluate | push."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from typing import Callable, Sequence
+
+from .presets import DEFAULT_OBJECTS, DEFAULT_STATES
+
+# Subcommands that live next to the code they drive: (module, add_arguments, run, help).
+_DELEGATED = {
+    "metrics": ("evaluation", "add_metrics_arguments", "run_metrics_command",
+                "CZSL metrics (seen, unseen, HM, AUC) of a saved score matrix"),
+    "train": ("train", "add_train_arguments", "run_train_command", "train a model on a dataset"),
+    "evaluate": ("train", "add_evaluate_arguments", "run_evaluate_command", "evaluate a model on a dataset"),
+    "push": ("train", "add_push_arguments", "run_push_command", "publish a checkpoint folder to the Hugging Face Hub"),
+}
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from .backbone import BackboneError
+    from .images import ImageError
+    from .registry import CheckpointError
+    from .vocab import VocabularyError
+
+    return (BackboneError, ImageError, CheckpointError, VocabularyError)
+
+
+def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `predict`."""
+    parser.add_argument("image", nargs="+", help="photo(s) to recognise")
+    parser.add_argument("--model", default="clip", help="clip, msci, refiner or svip (default: clip)")
+    parser.add_argument("--states", default=DEFAULT_STATES, help="states, comma separated")
+    parser.add_argument("--objects", default=DEFAULT_OBJECTS, help="objects, comma separated")
+    parser.add_argument("--pairs", default=None,
+                        help="closed world: a file with one 'state object' pair a line (default: all states x objects)")
+    parser.add_argument("--backbone", default=None,
+                        help="OpenCLIP backbone: ARCH:TAG, hf-hub:org/repo, a local folder, or tiny "
+                             "(default: ViT-L-14-quickgelu:openai, or the checkpoint's own)")
+    parser.add_argument("--checkpoint", default=None, help="a checkpoint folder, a folder name in weights/, or a Hub repo id")
+    parser.add_argument("--top-k", type=int, default=5, help="how many compositions to show (default 5)")
+    parser.add_argument("--bias", type=float, default=0.0, help="calibration bias added to unseen pairs (needs seen pairs)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def run_predict_command(args: argparse.Namespace) -> int:
+    """Rank compositions for each image and print them."""
+    from pathlib import Path
+
+    from .images import load_image
+    from .registry import load_model
+    from .vocab import Vocabulary
+
+    pairs = None
+    if args.pairs:
+        pairs_path = Path(args.pairs)
+        if not pairs_path.is_file():
+            raise_user_error(f"pair file {args.pairs} does not exist")
+        pairs = pairs_path.read_text()
+    images = [load_image(path) for path in args.image]
+    model = load_model(args.model, checkpoint=args.checkpoint, backbone=args.backbone)
+    vocab = Vocabulary.build(args.states, args.objects, pairs=pairs,
+                             seen_pairs=[tuple(p) for p in model.train_pairs] if model.train_pairs else None)
+    predictions = model.predict(images, vocab, top_k=args.top_k, bias=args.bias)
+    if args.json:
+        documents = [prediction.to_dict() for prediction in predictions]
+        for path, document in zip(args.image, documents):
+            document["image"] = path
+        print(json.dumps(documents[0] if len(documents) == 1 else documents, indent=2))
+        return 0
+    for path, prediction in zip(args.image, predictions):
+        print(_format_prediction(path, prediction, model.display_name))
+    return 0
+
+
+def _format_prediction(path: str, prediction, display_name: str) -> str:
+    status = "trained" if prediction.trained else "untrained: scores equal the CLIP baseline"
+    lines = [f"{path}  [{display_name or prediction.model}, backbone {prediction.backbone}, {status}]"]
+    width = max(len(f"{r.state} {r.object}") for r in prediction.ranking)
+    for rank, item in enumerate(prediction.ranking, start=1):
+        seen = "" if item.seen is None else ("  seen" if item.seen else "  unseen")
+        lines.append(f"  {rank:>2}. {item.state + ' ' + item.object:<{width}}  {item.score:8.3f}{seen}")
+    lines.append("  states:  " + ", ".join(f"{n} {p:.2f}" for n, p in prediction.states[:5]))
+    lines.append("  objects: " + ", ".join(f"{n} {p:.2f}" for n, p in prediction.objects[:5]))
+    return "\n".join(lines)
+
+
+def add_models_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `models`."""
+    parser.add_argument("--weights-dir", default=None, help="folder of local checkpoints (default: weights/)")
+
+
+def run_models_command(args: argparse.Namespace) -> int:
+    """List the models and the local checkpoints."""
+    from .registry import list_local_checkpoints, list_models, model_class
+
+    print("Models:")
+    for name in list_models():
+        cls = model_class(name)
+        print(f"  {name:<8} {cls.summary}")
+    checkpoints = list_local_checkpoints(args.weights_dir)
+    print("Local checkpoints:" if checkpoints else "Local checkpoints: none (train one, or pass a Hub repo id).")
+    for info in checkpoints:
+        print(f"  {info.path}  {info.model_type}, backbone {info.backbone}, {info.states} states x {info.objects} objects")
+    return 0
+
+
+class UserError(Exception):
+    """A problem with what the user asked for; printed without a traceback."""
+
+
+def raise_user_error(message: str) -> None:
+    """Stop the command with a one-line message."""
+    raise UserError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="python -m czsl_models",
+                                     description="Compositional zero-shot recognition (MSCI, Refiner, SVIP on OpenCLIP).")
+    commands = parser.add_subparsers(dest="command", required=True)
+    local: dict[str, tuple[Callable, Callable, str]] = {
+        "predict": (add_predict_arguments, run_predict_command, "rank state-object compositions in photos"),
+        "models": (add_models_arguments, run_models_command, "list models and local checkpoints"),
+    }
+    for name, (add, run, help_text) in local.items():
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        add(sub)
+        sub.set_defaults(run=run)
+    for name, (module_name, add_name, run_name, help_text) in _DELEGATED.items():
+        full_name = f"{__package__}.{module_name}"
+        try:
+            module = importlib.import_module(full_name)
+        except ModuleNotFoundError as error:
+            if error.name != full_name:
+                raise
+            continue
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        getattr(module, add_name)(sub)
+        sub.set_defaults(run=getattr(module, run_name))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; user errors print one line on stderr and exit with status 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except (UserError, *_user_errors()) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""The three prompt branches (composition, state, object), encoded from token embeddings.
+
+One text path for every model: the `clip` baseline uses it with nothing learned; trained models
+learn the "a photo of" context of each branch (initialised to its own token embeddings) and a
+zero-initialised offset per training word, so an untrained model encodes exactly CLIP's prompts
+and words never seen in training simply get no offset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..backbone import Backbone, tensor_fingerprint
+from ..vocab import Vocabulary, VocabularyError
+
+BRANCHES = ("pair", "state", "object")
+PROMPT_PREFIX = "a photo of"
+ENCODE_CHUNK = 1024
+
+
+def _normalise_word(word: str) -> str:
+    return " ".join(word.replace(".", " ").replace("_", " ").split()).casefold()
+
+
+class PromptEncoder(nn.Module):
+    """Builds and encodes the prompts of one vocabulary for the three branches."""
+
+    def __init__(self, backbone: Backbone, train_states: Sequence[str] = (), train_objects: Sequence[str] = (),
+                 learnable: bool = True) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.learnable = learnable
+        self.prefix_ids = backbone.word_tokens(PROMPT_PREFIX)
+        with torch.no_grad():
+            prefix = backbone.embed_tokens(torch.tensor(self.prefix_ids)).cpu()
+        context = prefix.unsqueeze(0).repeat(len(BRANCHES), 1, 1).contiguous()
+        self.state_words = [_normalise_word(w) for w in train_states] if learnable else []
+        self.object_words = [_normalise_word(w) for w in train_objects] if learnable else []
+        self._state_slot = {w: i for i, w in enumerate(self.state_words)}
+        self._object_slot = {w: i for i, w in enumerate(self.object_words)}
+        if learnable:
+            self.context = nn.Parameter(context)
+            self.state_offsets = nn.Parameter(torch.zeros(len(self.state_words), backbone.text_width))
+            self.object_offsets = nn.Parameter(torch.zeros(len(self.object_words), backbone.text_width))
+        else:
+            self.register_buffer("context", context, persistent=False)
+
+    # A Backbone is not a Module; keep it out of state_dict and device moves.
+    def __setattr__(self, name, value):
+        if name == "backbone":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    def _word_ids(self, word: str) -> list[int]:
+        return self.backbone.word_tokens(word)
+
+    def check_lengths(self, vocab: Vocabulary) -> None:
+        """Raise VocabularyError when a prompt would not fit the text encoder's context."""
+        room = self.backbone.context_length - 2 - len(self.prefix_ids)
+        state_lengths = [len(self._word_ids(s)) for s in vocab.states]
+        object_lengths = [len(self._word_ids(o)) for o in vocab.objects]
+        for words, lengths, other in ((vocab.states, state_lengths, max(object_lengths)),
+                                      (vocab.objects, object_lengths, max(state_lengths))):
+            for word, length in zip(words, lengths):
+                if length + other > room:
+                    shown = word if len(word) <= 40 else word[:37] + "..."
+                    raise VocabularyError(
+                        f"{shown!r} is too long for the text encoder: its prompts need {length + other + len(self.prefix_ids) + 2} "
+                        f"tokens and the encoder takes {self.backbone.context_length}. Use a shorter name."
+                    )
+
+    def _rows(self, vocab: Vocabulary, branch: str) -> list[tuple[list[int], list[int]]]:
+        """Token ids and word slots (-1: none) after the prefix for each prompt of a branch."""
+        n_state = len(self.state_words)
+        zero_slot = -1
+
+        def state_part(name: str) -> tuple[list[int], list[int]]:
+            ids = self._word_ids(name)
+            slot = self._state_slot.get(_normalise_word(name), zero_slot)
+            return ids, [slot] * len(ids)
+
+        def object_part(name: str) -> tuple[list[int], list[int]]:
+            ids = self._word_ids(name)
+            slot = self._object_slot.get(_normalise_word(name))
+            return ids, [zero_slot if slot is None else n_state + slot] * len(ids)
+
+        if branch == "state":
+            return [state_part(s) for s in vocab.states]
+        if branch == "object":
+            return [object_part(o) for o in vocab.objects]
+        states = [state_part(s) for s in vocab.states]
+        objects = [object_part(o) for o in vocab.objects]
+        return [(states[s][0] + objects[o][0], states[s][1] + objects[o][1]) for s, o in vocab.pairs]
+
+    def _embed_chunk(self, rows: list[tuple[list[int], list[int]]], branch_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        backbone = self.backbone
+        n_prefix = len(self.prefix_ids)
+        length = 2 + n_prefix + max(len(ids) for ids, _ in rows)
+        token_ids = torch.zeros(len(rows), length, dtype=torch.long)
+        slots = torch.full((len(rows), length), -1, dtype=torch.long)
+        eot = torch.empty(len(rows), dtype=torch.long)
+        for row, (ids, word_slots) in enumerate(rows):
+            end = 1 + n_prefix + len(ids)
+            token_ids[row, 0] = backbone.sot_token
+            token_ids[row, 1:1 + n_prefix] = torch.tensor(self.prefix_ids)
+            token_ids[row, 1 + n_prefix:end] = torch.tensor(ids, dtype=torch.long)
+            token_ids[row, end] = backbone.eot_token
+            slots[row, 1 + n_prefix:end] = torch.tensor(word_slots, dtype=torch.long)
+            eot[row] = end
+        embeddings = backbone.embed_tokens(token_ids)
+        device = embeddings.device
+        context = self.context[branch_index].to(device).unsqueeze(0).expand(len(rows), -1, -1)
+        embeddings = torch.cat([embeddings[:, :1], context, embeddings[:, 1 + n_prefix:]], dim=1)
+        if self.learnable and (self.state_words or self.object_words):
+            table = torch.cat([self.state_offsets, self.object_offsets,
+                               self.state_offsets.new_zeros(1, self.state_offsets.shape[1])]).to(device)
+            slots = torch.where(slots < 0, torch.full_like(slots, table.shape[0] - 1), slots).to(device)
+            embeddings = embeddings + table[slots]
+        return embeddings, eot
+
+    def cache_key(self, vocab: Vocabulary, branch: str) -> str:
+        """Key of a branch's features: backbone, prompts and the trained text parameters."""
+        words = {"pair": vocab.key, "state": "\x1f".join(vocab.states), "object": "\x1f".join(vocab.objects)}[branch]
+        params = tensor_fingerprint(self._text_parameters()) if self.learnable else "fixed"
+        vocab_hash = hashlib.sha1(words.encode()).hexdigest()[:16]
+        return f"{self.backbone.name}|{branch}|{vocab_hash}|{params}|{self.backbone.device}"
+
+    def _text_parameters(self) -> list[torch.Tensor]:
+        tensors = [self.context]
+        if self.learnable:
+            tensors += [self.state_offsets, self.object_offsets]
+        return tensors
+
+    def encode(self, vocab: Vocabulary, branch: str) -> torch.Tensor:
+        """Normalised text features [T, D] of one branch; cached unless gradients are needed."""
+        use_cache = not (torch.is_grad_enabled() and any(t.requires_grad for t in self._text_parameters()))
+        key = self.cache_key(vocab, branch) if use_cache else ""
+        if use_cache:
+            cached = self.backbone.text_cache.get(key)
+            if cached is not None:
+                return cached
+        rows = self._rows(vocab, branch)
+        branch_index = BRANCHES.index(branch)
+        features = []
+        for start in range(0, len(rows), ENCODE_CHUNK):
+            embeddings, eot = self._embed_chunk(rows[start:start + ENCODE_CHUNK], branch_index)
+            encoded = self.backbone.encode_text_embeddings(embeddings, eot, chunk_size=ENCODE_CHUNK)
+            features.append(torch.nn.functional.normalize(encoded, dim=-1))
+        result = torch.cat(features)
+        if use_cache:
+            self.backbone.text_cache.put(key, result)
+        return result
+
+    def encode_all(self, vocab: Vocabulary) -> dict[str, torch.Tensor]:
+        """Features of the three branches: {'pair': [P, D], 'state': [A, D], 'object': [O, D]}."""
+        return {branch: self.encode(vocab, branch) for branch in BRANCHES}

@@ -1,0 +1,187 @@
+"""Model names -> classes, loading checkpoints (local folders or Hub repos), listing local weights."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .models.base import CompositionModel
+
+_REGISTRY: dict[str, type] = {}
+_MODEL_MODULES = ("clip", "msci", "refiner", "svip")
+WEIGHTS_DIR_ENV = "CZSL_WEIGHTS_DIR"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be used; the message says why."""
+
+
+def register_model(cls: type) -> type:
+    """Class decorator: make a model available by its `name`."""
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _import_models() -> None:
+    for module in _MODEL_MODULES:
+        full_name = f"{__package__}.models.{module}"
+        try:
+            importlib.import_module(full_name)
+        except ModuleNotFoundError as error:
+            if error.name != full_name:
+                raise
+
+
+def list_models() -> list[str]:
+    """Names of the available models, baseline first."""
+    _import_models()
+    return sorted(_REGISTRY, key=lambda name: (name != "clip", name))
+
+
+def model_class(name: str) -> type["CompositionModel"]:
+    """The class registered under name."""
+    _import_models()
+    try:
+        return _REGISTRY[name.lower()]
+    except KeyError:
+        raise CheckpointError(f"Unknown model {name!r}; choose one of {', '.join(list_models())}.") from None
+
+
+def weights_dir() -> Path:
+    """Folder of local checkpoints ($CZSL_WEIGHTS_DIR or ./weights)."""
+    return Path(os.environ.get(WEIGHTS_DIR_ENV, "weights"))
+
+
+@dataclass
+class CheckpointInfo:
+    """A local checkpoint folder and what its config says."""
+
+    path: Path
+    model_type: str
+    backbone: str
+    states: int
+    objects: int
+
+    @property
+    def label(self) -> str:
+        """Short text for menus."""
+        return f"{self.path.name} ({self.model_type}, {self.states} states x {self.objects} objects)"
+
+
+def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:
+    """config.json of a checkpoint folder, checked."""
+    directory = Path(directory)
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise CheckpointError(f"{directory} is not a checkpoint: it has no config.json.")
+    try:
+        config = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{config_path} is not valid JSON ({error}).") from None
+    if not isinstance(config, dict) or "model_type" not in config:
+        raise CheckpointError(f"{config_path} does not name a model_type; it was not written by czsl_models.")
+    if not (directory / "model.safetensors").is_file():
+        raise CheckpointError(f"{directory} has no model.safetensors.")
+    return config
+
+
+def list_local_checkpoints(directory: str | Path | None = None) -> list[CheckpointInfo]:
+    """Checkpoint folders under weights/ (one folder each), newest first; broken ones are skipped."""
+    root = Path(directory) if directory is not None else weights_dir()
+    found = []
+    if not root.is_dir():
+        return found
+    for folder in sorted(root.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True):
+        if not folder.is_dir() or folder.name.startswith("."):
+            continue
+        try:
+            config = read_checkpoint_config(folder)
+        except CheckpointError:
+            continue
+        found.append(CheckpointInfo(folder, config["model_type"], config.get("backbone", "?"),
+                                    len(config.get("train_states") or []), len(config.get("train_objects") or [])))
+    return found
+
+
+def resolve_checkpoint(checkpoint: str | Path) -> Path:
+    """A local folder as is; otherwise a Hub repo id, downloaded (or taken from the cache)."""
+    path = Path(checkpoint).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise CheckpointError(f"{path} is a file; a checkpoint is a folder with config.json and model.safetensors.")
+        return path
+    local = weights_dir() / str(checkpoint)
+    if local.is_dir():
+        return local
+    repo_id = str(checkpoint)
+    if repo_id.count("/") != 1 or repo_id.startswith(("/", ".")):
+        raise CheckpointError(f"{checkpoint} is neither a local folder nor a Hub repo id (owner/name).")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=["config.json", "model.safetensors", "README.md", "metrics.json"]))
+    except LocalEntryNotFoundError as error:
+        raise CheckpointError(
+            f"Checkpoint {repo_id} is not in the local cache and the Hub cannot be reached (offline?). "
+            f"Connect once to download it, or give a local folder."
+        ) from error
+    except RepositoryNotFoundError as error:
+        raise CheckpointError(f"No model repo {repo_id} on the Hugging Face Hub (or it is private: log in).") from error
+    except (HfHubHTTPError, OSError) as error:
+        raise CheckpointError(f"Could not download {repo_id}: {error}") from error
+
+
+def load_model(name: str | None = "clip", checkpoint: str | Path | None = None, backbone: str | None = None,
+               **overrides: Any) -> "CompositionModel":
+    """A model by name, untrained (its zero-initialised start) or from a checkpoint folder / Hub repo."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if checkpoint is None:
+        cls = model_class(name or "clip")
+        kwargs = dict(overrides)
+        if backbone is not None:
+            kwargs["backbone"] = backbone
+        return cls(**kwargs)
+    directory = resolve_checkpoint(checkpoint)
+    config = read_checkpoint_config(directory)
+    model_type = config["model_type"]
+    if name is not None and name.lower() != model_type:
+        raise CheckpointError(f"{directory} holds a {model_type} checkpoint, not {name}.")
+    if backbone is not None and backbone != config.get("backbone"):
+        from .backbone import parse_backbone_spec
+
+        if str(parse_backbone_spec(backbone)) != config.get("backbone"):
+            raise CheckpointError(
+                f"{directory} was trained on backbone {config.get('backbone')}, not {backbone}; "
+                f"load it without a backbone option to use its own."
+            )
+    cls = model_class(model_type)
+    accepted = set(cls._hub_mixin_init_parameters) - {"self"}
+    kwargs = {k: v for k, v in config.items() if k in accepted}
+    kwargs.update(overrides)
+    model = cls(**kwargs)
+    weights_path = directory / "model.safetensors"
+    try:
+        state = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{weights_path} is corrupt or truncated ({error}); retrain or download it again.") from None
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = sorted(k for k in set(state) & set(expected) if tuple(state[k].shape) != tuple(expected[k].shape))
+    if missing or unexpected or wrong_shape:
+        details = "; ".join(part for part in (
+            f"missing {', '.join(missing[:5])}" if missing else "",
+            f"unexpected {', '.join(unexpected[:5])}" if unexpected else "",
+            f"wrong shape {', '.join(wrong_shape[:5])}" if wrong_shape else "") if part)
+        raise CheckpointError(f"{weights_path} does not match the {model_type} model its config describes ({details}).")
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    return model
