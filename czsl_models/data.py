@@ -221,7 +221,12 @@ def _display_names(raws: Sequence[str]) -> list[str]:
     """Display names parallel to `raws`; raw names are kept where two would look the same."""
     shown = [display_name(raw) or raw for raw in raws]
     clashes = {name for name in shown if shown.count(name) > 1}
-    return [raw if name in clashes else name for raw, name in zip(raws, shown)]
+    names = [raw if name in clashes else name for raw, name in zip(raws, shown)]
+    folded = [name.casefold() for name in names]
+    if len(set(folded)) != len(folded):  # vocabularies treat names case-insensitively
+        twins = sorted(name for name, key in zip(names, folded) if folded.count(key) > 1)
+        raise DatasetError(f"names that differ only in case cannot be told apart: {', '.join(twins[:6])}")
+    return names
 
 
 def _vocabulary(raws: Iterable[str]) -> tuple[list[str], list[str], dict[str, str]]:

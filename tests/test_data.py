@@ -170,6 +170,15 @@ def test_czsl_open_world_order_follows_sorted_raw_names(tmp_path: Path) -> None:
     ]
 
 
+def test_czsl_display_names_that_clash_fall_back_to_raw_names(tmp_path: Path) -> None:
+    pairs = {"train": ["Faux.Fur boot", "Faux_Fur shoe", "Faux_Fur boot"], "val": ["Faux.Fur shoe"], "test": []}
+    write_czsl(tmp_path / "ds", pairs, [])
+    assert load_dataset(tmp_path / "ds").states == ["Faux.Fur", "Faux_Fur"]
+    (tmp_path / "ds" / SPLIT / "test_pairs.txt").write_text("faux.fur boot\n")
+    with pytest.raises(DatasetError, match="differ only in case"):
+        load_dataset(tmp_path / "ds")
+
+
 def test_czsl_split_name_variant(tmp_path: Path) -> None:
     root = tmp_path / "mit-states"
     write_czsl(root, ZAPPOS_PAIRS, ZAPPOS_RECORDS[:4], split_name="compositional-split")
