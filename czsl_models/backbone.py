@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import threading
 from collections import OrderedDict
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -388,12 +389,23 @@ def _preprocess_for(image_size: int, mean=None, std=None):
     return open_clip.image_transform(image_size, is_train=False, mean=mean, std=std)
 
 
-def _offline_hint(spec: BackboneSpec, error: Exception) -> BackboneError:
+@contextmanager
+def _quiet_root_logger():
+    """open_clip logs download failures on the root logger; we raise one clear error instead."""
+    root = logging.getLogger()
+    previous = root.level
+    root.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        root.setLevel(previous)
+
+
+def _offline_hint(spec: BackboneSpec) -> BackboneError:
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
     reason = "HF_HUB_OFFLINE is set" if offline else "the Hugging Face Hub could not be reached"
     return BackboneError(
-        f"Could not load backbone {spec}: its weights are not in the local cache and {reason} "
-        f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). Connect to the "
+        f"Could not load backbone {spec}: its weights are not in the local cache and {reason}. Connect to the "
         f"internet once to download them, point to a local folder, or use --backbone tiny (random weights, for tests)."
     )
 
@@ -426,14 +438,15 @@ def load_backbone_uncached(spec: str | BackboneSpec | None = None, device: torch
     else:
         name, pretrained = parsed.architecture, parsed.pretrained
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, device="cpu")
-        tokenizer = open_clip.get_tokenizer(name)
+        with _quiet_root_logger():
+            model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, device="cpu")
+            tokenizer = open_clip.get_tokenizer(name)
     except BackboneError:
         raise
     except Exception as error:  # open_clip raises many kinds; all mean "could not load"
         text = f"{type(error).__name__} {error}"
         if any(word in text for word in ("offline", "Offline", "LocalEntryNotFound", "connect", "resolve", "Connection")):
-            raise _offline_hint(parsed, error) from error
+            raise _offline_hint(parsed) from error
         raise BackboneError(f"Could not load backbone {parsed}: {error}") from error
     if not hasattr(tokenizer, "eot_token_id"):
         raise BackboneError(f"Backbone {parsed} uses a Hugging Face tokenizer; these models need OpenCLIP's CLIP tokenizer.")

@@ -280,6 +280,21 @@ class CompositionModel(nn.Module, PyTorchModelHubMixin, library_name="czsl-model
         }
 
     # ----------------------------------------------------------- checkpoints
+    def save_pretrained(self, save_directory: str | Path, *, config: dict | None = None, repo_id: str | None = None,
+                        push_to_hub: bool = False, model_card_kwargs: dict[str, Any] | None = None,
+                        **push_to_hub_kwargs) -> str | None:
+        """Write model.safetensors, config.json and README.md, each through a temporary file and a
+        rename, so a failed save never leaves a damaged checkpoint (the mixin deletes config.json first)."""
+        save_directory = Path(save_directory)
+        save_directory.mkdir(parents=True, exist_ok=True)
+        self._save_pretrained(save_directory)
+        card_kwargs = model_card_kwargs or {}
+        card = self.generate_model_card(**card_kwargs)
+        _atomic_write(save_directory / "README.md", lambda path: Path(path).write_text(str(card)))
+        if push_to_hub:
+            return self.push_to_hub(repo_id=repo_id or save_directory.name, model_card_kwargs=card_kwargs, **push_to_hub_kwargs)
+        return None
+
     def _save_pretrained(self, save_directory: Path) -> None:
         """Write model.safetensors and config.json atomically (temporary file, then rename)."""
         from safetensors.torch import save_file
@@ -287,10 +302,13 @@ class CompositionModel(nn.Module, PyTorchModelHubMixin, library_name="czsl-model
         save_directory = Path(save_directory)
         state = {k: v.detach().to("cpu").contiguous().clone() for k, v in self.state_dict().items()}
         _atomic_write(save_directory / "model.safetensors", lambda path: save_file(state, str(path), metadata={"format": "pt"}))
-        config = {"model_type": self.name, "format_version": CHECKPOINT_FORMAT_VERSION, **self.config,
-                  "backbone": self.backbone_spec}
         _atomic_write(save_directory / "config.json",
-                      lambda path: Path(path).write_text(json.dumps(config, indent=2, sort_keys=True)))
+                      lambda path: Path(path).write_text(json.dumps(self.checkpoint_config(), indent=2, sort_keys=True)))
+
+    def checkpoint_config(self) -> dict[str, Any]:
+        """What config.json holds: model_type, format version and the constructor arguments."""
+        return {"model_type": self.name, "format_version": CHECKPOINT_FORMAT_VERSION, **self.config,
+                "backbone": self.backbone_spec}
 
     def generate_model_card(self, *args, **kwargs) -> ModelCard:
         """The README.md of a checkpoint: model, backbone, training vocabulary and metrics."""
