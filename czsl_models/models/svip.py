@@ -1,0 +1,495 @@
+"""SVIP (ICCV 2025) adapted to free-text states and objects, on OpenCLIP.
+
+The patch grid is grouped into 2x2 super-patches. A teacher (attention rollout of the CLS token,
+averaged over each true 2x2 block) marks the top-M super-patches as semantic; a small student
+(PatchCls) learns to predict that mask from the super-patches' input embeddings, so a trained
+model needs no attention maps at inference. The other super-patches are "contextualised": a
+learned embedding e in [4, W], computed from the CLIP text features of the training words, is
+added to their input embeddings, and the image is encoded again. States and objects are also
+localised on the kept super-patches (max pooling), and that score enters the pair logits
+through a zero-initialised beta. Every learned residual starts at zero, so an untrained model
+is exactly the CLIP baseline (and then runs one vision pass, not two).
+
+Costs and choices (see MODELS.md, "SVIP, adapted"):
+- Untrained, or trained but with e = 0: one vision pass. With teacher selection that pass also
+  returns attention maps (about +20% on ViT-L/14); with PatchCls selection it does not.
+- Trained with PatchCls: one contextualised pass; PatchCls runs inside the patch-embedding edit.
+  The teacher map is then not computed unless `explain_teacher_map` is set on the model, since
+  it needs an extra, unedited pass with attention maps (about 2.2x the CLIP cost in total).
+- Trained with the teacher (PatchCls never trained): an unedited pass with attention, then the
+  contextualised pass.
+- Training: the unedited pass runs without gradients (frozen backbone, nothing learned before
+  it) in chunks, so the per-block attention maps never all sit in memory for a large batch; the
+  contextualised pass backpropagates through the ViT into e. The teacher's mask picks the
+  contextualised super-patches during training (the student only imitates it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..backbone import DEFAULT_BACKBONE, VisualOutput
+from ..registry import register_model
+from ..vocab import Vocabulary
+from .base import LOGIT_SCALE, BranchLogits, CompositionModel, VisualRequest, cosine_logits
+from .prompts import PROMPT_PREFIX
+
+SUPER_PATCH_SIDE = 2
+SUB_PATCHES = SUPER_PATCH_SIDE * SUPER_PATCH_SIDE
+DEFAULT_KEEP_RATIO = 0.82
+TEACHER_CHUNK = 16  # images per unedited pass with attention maps (bounds their memory)
+
+
+class SuperPatchGrid:
+    """The 2x2 grouping of a row-major patch grid; on odd grids the edge blocks hold fewer patches."""
+
+    def __init__(self, patch_grid: Sequence[int]) -> None:
+        rows, cols = int(patch_grid[0]), int(patch_grid[1])
+        self.patch_grid = (rows, cols)
+        self.shape = (math.ceil(rows / SUPER_PATCH_SIDE), math.ceil(cols / SUPER_PATCH_SIDE))
+        self.num_patches = rows * cols
+        self.num_super_patches = self.shape[0] * self.shape[1]
+        row = torch.arange(rows).unsqueeze(1)
+        col = torch.arange(cols).unsqueeze(0)
+        super_of_patch = ((row // SUPER_PATCH_SIDE) * self.shape[1] + col // SUPER_PATCH_SIDE).flatten()
+        slot_of_patch = ((row % SUPER_PATCH_SIDE) * SUPER_PATCH_SIDE + col % SUPER_PATCH_SIDE).flatten()
+        # members[s, j] = patch at slot j of super-patch s; missing slots point to an appended zero row
+        members = torch.full((self.num_super_patches, SUB_PATCHES), self.num_patches, dtype=torch.long)
+        members[super_of_patch, slot_of_patch] = torch.arange(self.num_patches)
+        self._cpu = {
+            "super_of_patch": super_of_patch,
+            "slot_of_patch": slot_of_patch,
+            "members": members,
+            "counts": torch.bincount(super_of_patch, minlength=self.num_super_patches).float(),
+        }
+        self._by_device: dict[torch.device, dict[str, torch.Tensor]] = {}
+
+    def index(self, name: str, device: torch.device) -> torch.Tensor:
+        """One of the index tensors on a device (cached)."""
+        tensors = self._by_device.get(device)
+        if tensors is None:
+            tensors = {key: value.to(device) for key, value in self._cpu.items()}
+            self._by_device[device] = tensors
+        return tensors[name]
+
+    def _gather(self, patches: torch.Tensor) -> torch.Tensor:
+        padded = torch.cat([patches, patches.new_zeros(patches.shape[0], 1, *patches.shape[2:])], dim=1)
+        return padded[:, self.index("members", patches.device)]  # [B, S, 4, ...]
+
+    def mean(self, patches: torch.Tensor) -> torch.Tensor:
+        """Per-patch values [B, N, ...] -> their mean over each 2x2 block [B, S, ...]."""
+        counts = self.index("counts", patches.device).to(patches.dtype)
+        summed = self._gather(patches).sum(dim=2)
+        return summed / counts.view(1, -1, *([1] * (patches.dim() - 2)))
+
+    def concat(self, patches: torch.Tensor) -> torch.Tensor:
+        """Patch embeddings [B, N, W] -> super-patch input embeddings [B, S, 4W] (4 sub-patches concatenated)."""
+        return self._gather(patches).flatten(2)
+
+    def to_patches(self, values: torch.Tensor) -> torch.Tensor:
+        """Per-super-patch values [B, S, ...] -> the value of each patch's super-patch [B, N, ...]."""
+        return values[:, self.index("super_of_patch", values.device)]
+
+
+def kept_super_patch_count(num_super_patches: int, keep_ratio: float) -> int:
+    """M = round(ratio * N), at least 1 and at most N (52 of 64 and 40 of 49 at the default 0.82)."""
+    return max(1, min(num_super_patches, round(keep_ratio * num_super_patches)))
+
+
+def attention_rollout_cls(attentions: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Attention rollout of the CLS token over the patch tokens [B, N]: per block M = rownorm(mean_heads(A) + I),
+    R = M_L ... M_1, and R's CLS row. Only that row is carried (a vector times each M), and M is never
+    materialised: row @ M = (row / d) @ mean_heads(A) + row / d, with d the row sums of mean_heads(A) + I."""
+    if not attentions:
+        raise ValueError("attention rollout needs the attention maps of at least one block")
+    row = None
+    for attention in reversed(attentions):
+        attention = attention.float()
+        degree = 1.0 + attention.sum(dim=-1).mean(dim=1)  # [B, T]
+        if row is None:
+            row = attention[:, :, 0].mean(dim=1)
+            row[:, 0] += 1.0
+            row = row / degree[:, :1]
+        else:
+            scaled = row / degree
+            row = torch.einsum("bt,bhts->bs", scaled, attention) / attention.shape[1] + scaled
+    return row[:, 1:]
+
+
+def teacher_super_patch_scores(attentions: Sequence[torch.Tensor], grid: SuperPatchGrid) -> torch.Tensor:
+    """The teacher's score of each super-patch [B, S]: CLS rollout averaged over each true 2x2 block."""
+    return grid.mean(attention_rollout_cls(attentions).unsqueeze(-1)).squeeze(-1)
+
+
+def top_mask(scores: torch.Tensor, count: int) -> torch.Tensor:
+    """Boolean mask [B, S] of the `count` highest scores of each row."""
+    mask = torch.zeros_like(scores, dtype=torch.bool)
+    return mask.scatter(1, scores.topk(count, dim=-1).indices, True)
+
+
+def add_context_to_patches(patches: torch.Tensor, replaced: torch.Tensor, context: torch.Tensor,
+                           grid: SuperPatchGrid) -> torch.Tensor:
+    """Add e[j] to sub-patch j of every replaced super-patch: patches [B, N, W], replaced [B, S], e [4, W]."""
+    per_patch = context[grid.index("slot_of_patch", patches.device)].to(patches.dtype)  # [N, W]
+    flags = grid.to_patches(replaced).to(patches.dtype).unsqueeze(-1)  # [B, N, 1]
+    return patches + flags * per_patch
+
+
+def jensen_shannon(first_logits: torch.Tensor, second_logits: torch.Tensor) -> torch.Tensor:
+    """Jensen-Shannon divergence between the softmax distributions of two logit batches (batch mean)."""
+    log_p = first_logits.float().log_softmax(dim=-1)
+    log_q = second_logits.float().log_softmax(dim=-1)
+    log_m = torch.logsumexp(torch.stack([log_p, log_q]), dim=0) - math.log(2.0)
+    kl_p = (log_p.exp() * (log_p - log_m)).sum(dim=-1)
+    kl_q = (log_q.exp() * (log_q - log_m)).sum(dim=-1)
+    return (0.5 * (kl_p + kl_q)).mean()
+
+
+class PatchClassifier(nn.Module):
+    """PatchCls: MLP(4W -> hidden -> 1) on super-patch input embeddings; a logit per super-patch."""
+
+    def __init__(self, width: int, hidden: int = 512) -> None:
+        super().__init__()
+        # The inputs come before ln_pre, so their scale is the conv's; normalising makes the
+        # student's learning rate independent of the backbone.
+        self.mlp = nn.Sequential(nn.LayerNorm(SUB_PATCHES * width), nn.Linear(SUB_PATCHES * width, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, 1))
+
+    def forward(self, super_patch_inputs: torch.Tensor) -> torch.Tensor:
+        """Logits [B, S] from [B, S, 4W]."""
+        return self.mlp(super_patch_inputs.float()).squeeze(-1)
+
+
+class ContextEmbedding(nn.Module):
+    """e in [4, W] from K word features [K, D]: Linear D -> W per word, then a zero-initialised Linear K -> 4."""
+
+    def __init__(self, num_words: int, embed_dim: int, width: int) -> None:
+        super().__init__()
+        self.project = nn.Linear(embed_dim, width)
+        self.mix = nn.Linear(num_words, SUB_PATCHES)
+        nn.init.zeros_(self.mix.weight)
+        nn.init.zeros_(self.mix.bias)
+
+    def forward(self, word_features: torch.Tensor) -> torch.Tensor:
+        """The embedding added to the 4 sub-patches of a replaced super-patch [4, W]."""
+        return self.mix(self.project(word_features).t()).t()
+
+
+@dataclass
+class SvipVisual(VisualOutput):
+    """SVIP's vision result: the inherited fields are the pass that is scored (the contextualised
+    one; the unedited one when e = 0), plus the selection and the passes' by-products."""
+
+    kept: torch.Tensor | None = None  # [B, S] bool, super-patches not contextualised
+    selection: str = "teacher"  # which one picked `kept`: "teacher" or "patchcls"
+    teacher_scores: torch.Tensor | None = None  # [B, S] rollout per 2x2 block, when computed
+    patchcls_logits: torch.Tensor | None = None  # [B, S], when computed
+    original: VisualOutput | None = None  # the unedited pass, when it differs from the scored one
+
+
+@dataclass
+class Localisation:
+    """Best kept super-patch of every state and object: similarity [B, A|O] and where [B, A|O]."""
+
+    state_similarity: torch.Tensor
+    state_patch: torch.Tensor
+    object_similarity: torch.Tensor
+    object_patch: torch.Tensor
+
+
+@register_model
+class SVIP(CompositionModel):
+    """Semantic-unrelated patches contextualised with a learned embedding, plus patch localisation."""
+
+    name = "svip"
+    display_name = "SVIP"
+    summary = ("Finds the parts of the photo that show no state or object, fills them with a learned hint of "
+               "the known words, and looks for each state and object in the remaining parts.")
+    needs_pixels_for_training: ClassVar[bool] = True
+    # The teacher map of a model that selects with PatchCls costs an extra pass; off by default.
+    explain_teacher_map: bool = False
+
+    def __init__(self, backbone: str = DEFAULT_BACKBONE, train_states: list[str] | None = None,
+                 train_objects: list[str] | None = None, train_pairs: list[list[str]] | None = None,
+                 score_weights: list[float] | None = None, loss_weights: list[float] | None = None,
+                 keep_ratio: float = DEFAULT_KEEP_RATIO, patchcls_hidden: int = 512, patchcls_weight: float = 3.0,
+                 jsd_weight: float = 1.0, jsd_temperature: float = 20.0) -> None:
+        super().__init__(backbone, train_states, train_objects, train_pairs, score_weights, loss_weights)
+        if not 0.0 < float(keep_ratio) <= 1.0:
+            raise ValueError(f"keep_ratio must be in (0, 1], got {keep_ratio}")
+        shared = self.backbone
+        self.grid = SuperPatchGrid(shared.grid_size)
+        self.keep_ratio = float(keep_ratio)
+        self.num_kept = kept_super_patch_count(self.grid.num_super_patches, self.keep_ratio)
+        self.patchcls_weight = float(patchcls_weight)
+        self.jsd_weight = float(jsd_weight)
+        self.jsd_temperature = float(jsd_temperature)
+        self.patch_classifier = PatchClassifier(shared.width, patchcls_hidden)
+        self.context_words = self.train_states + self.train_objects
+        self.context_generator = (ContextEmbedding(len(self.context_words), shared.embed_dim, shared.width)
+                                  if self.context_words else None)
+        # The computed e, saved with the weights so inference never needs the training words.
+        self.register_buffer("context_embedding", torch.zeros(SUB_PATCHES, shared.width))
+        self.localisation = nn.Linear(shared.embed_dim, shared.embed_dim)
+        nn.init.zeros_(self.localisation.weight)
+        nn.init.zeros_(self.localisation.bias)
+        # In logit units: the pair term is 100 * beta * (a_s + a_o) / sqrt(2), on the scale of 100 * cos.
+        self.beta = nn.Parameter(torch.zeros(()))
+        self.register_buffer("patchcls_steps", torch.zeros((), dtype=torch.long))
+        self._context_stale = False
+
+    # ------------------------------------------------------------ state
+    @property
+    def selection_source(self) -> str:
+        """Who picks the kept super-patches at inference: 'patchcls' once it was trained, else 'teacher'."""
+        return "patchcls" if int(self.patchcls_steps.item()) > 0 else "teacher"
+
+    def _training_word_features(self) -> torch.Tensor:
+        """Normalised CLIP features [K, D] of 'a photo of {word}' for the training states and objects."""
+        with torch.no_grad():
+            features = self.backbone.encode_prompts([f"{PROMPT_PREFIX} {word}" for word in self.context_words])
+        return F.normalize(features, dim=-1).to(self.context_embedding.device)
+
+    def refresh_context_embedding(self) -> None:
+        """Recompute the stored e from the generator (after training steps)."""
+        if self.context_generator is not None:
+            with torch.no_grad():
+                self.context_embedding.copy_(self.context_generator(self._training_word_features()))
+        self._context_stale = False
+
+    def _context_vector(self) -> torch.Tensor:
+        """e [4, W]: live (with gradients) while training, the stored one otherwise."""
+        if self.training and self.context_generator is not None:
+            context = self.context_generator(self._training_word_features())
+            with torch.no_grad():
+                self.context_embedding.copy_(context)
+            self._context_stale = True  # the optimiser step that follows changes the generator
+            return context
+        if self._context_stale:
+            self.refresh_context_embedding()
+        return self.context_embedding
+
+    def train(self, mode: bool = True) -> "SVIP":
+        """Switch mode; leaving training stores the final e."""
+        if not mode and getattr(self, "_context_stale", False):
+            self.refresh_context_embedding()
+        return super().train(mode)
+
+    def state_dict(self, *args, **kwargs):
+        """The state dict, with e up to date."""
+        if getattr(self, "_context_stale", False):
+            self.refresh_context_embedding()
+        return super().state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Load weights; the stored e is authoritative afterwards."""
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self._context_stale = False
+        return result
+
+    # ------------------------------------------------------------ vision
+    def visual_request(self, explain: bool = False) -> VisualRequest:
+        """What a shared vision pass must hold to be usable here (only while e = 0)."""
+        if bool(self.context_embedding.any()):
+            return VisualRequest()
+        wants_attention = self.selection_source == "teacher" or (explain and self.explain_teacher_map)
+        return VisualRequest(layers=(self.backbone.num_layers,), attention=wants_attention, patch_embeddings=True)
+
+    def _unedited_pass(self, pixels: torch.Tensor, attention: bool) -> tuple[VisualOutput, torch.Tensor | None]:
+        """The plain vision pass (last block's tokens, patch embeddings) and, on request, the teacher's scores."""
+        last = self.backbone.num_layers
+        chunk = TEACHER_CHUNK if attention else max(1, pixels.shape[0])
+        outputs, scores = [], []
+        # Nothing learned comes before this pass and the backbone is frozen: no gradients needed.
+        with torch.no_grad():
+            for start in range(0, pixels.shape[0], chunk):
+                out = self.backbone.encode_image(pixels[start:start + chunk], layers=(last,), attention=attention,
+                                                 patch_embeddings=True)
+                if attention:
+                    scores.append(teacher_super_patch_scores(out.attentions, self.grid))
+                outputs.append(out)
+        visual = VisualOutput(cls=torch.cat([o.cls for o in outputs]),
+                              layer_tokens={last: torch.cat([o.layer_tokens[last] for o in outputs])},
+                              patch_embeddings=torch.cat([o.patch_embeddings for o in outputs]))
+        return visual, (torch.cat(scores) if attention else None)
+
+    def encode_images(self, pixels: torch.Tensor, explain: bool = False) -> SvipVisual:
+        """Select the kept super-patches, contextualise the others and encode the image (see module notes)."""
+        context = self._context_vector()
+        selection = "teacher" if self.training else self.selection_source
+        contextualise = (self.training and self.context_generator is not None) or bool(context.detach().any())
+        wants_teacher = selection == "teacher" or (explain and self.explain_teacher_map)
+        if not contextualise:
+            visual, teacher_scores = self._unedited_pass(pixels, attention=wants_teacher)
+            patchcls_logits = None
+            if selection == "patchcls" or self.training:
+                patchcls_logits = self.patch_classifier(self.grid.concat(visual.patch_embeddings))
+            chooser = teacher_scores if selection == "teacher" else patchcls_logits
+            return SvipVisual(cls=visual.cls, layer_tokens=visual.layer_tokens, patch_embeddings=visual.patch_embeddings,
+                              kept=top_mask(chooser.detach(), self.num_kept), selection=selection,
+                              teacher_scores=teacher_scores, patchcls_logits=patchcls_logits)
+        original, teacher_scores = None, None
+        if wants_teacher:
+            original, teacher_scores = self._unedited_pass(pixels, attention=True)
+        recorded: dict[str, torch.Tensor] = {}
+
+        def contextualise_patches(patches: torch.Tensor) -> torch.Tensor:
+            if selection == "teacher":
+                kept = top_mask(teacher_scores, self.num_kept)
+            else:
+                # PatchCls sees exactly the embeddings it edits; no teacher pass needed
+                recorded["patchcls_logits"] = self.patch_classifier(self.grid.concat(patches))
+                kept = top_mask(recorded["patchcls_logits"].detach(), self.num_kept)
+            recorded["kept"] = kept
+            return add_context_to_patches(patches, ~kept, context, self.grid)
+
+        contextual = self.backbone.encode_image(pixels, layers=(self.backbone.num_layers,),
+                                                edit_patch_embeddings=contextualise_patches)
+        patchcls_logits = recorded.get("patchcls_logits")
+        if self.training:
+            patchcls_logits = self.patch_classifier(self.grid.concat(original.patch_embeddings))
+        return SvipVisual(cls=contextual.cls, layer_tokens=contextual.layer_tokens,
+                          patch_embeddings=None if original is None else original.patch_embeddings,
+                          kept=recorded["kept"], selection=selection, teacher_scores=teacher_scores,
+                          patchcls_logits=patchcls_logits, original=original)
+
+    def _from_shared_pass(self, visual: VisualOutput, pixels: torch.Tensor | None, explain: bool) -> SvipVisual:
+        """SVIP's view of a pass made for several models (Compare), or a fresh one from the pixels."""
+        last = self.backbone.num_layers
+        selection = self.selection_source
+        usable = (not self.training and not bool(self._context_vector().any()) and last in visual.layer_tokens
+                  and (bool(visual.attentions) if selection == "teacher" else visual.patch_embeddings is not None))
+        if usable:
+            teacher_scores = teacher_super_patch_scores(visual.attentions, self.grid) if visual.attentions else None
+            patchcls_logits = (self.patch_classifier(self.grid.concat(visual.patch_embeddings))
+                               if visual.patch_embeddings is not None and selection == "patchcls" else None)
+            chooser = teacher_scores if selection == "teacher" else patchcls_logits
+            return SvipVisual(cls=visual.cls, layer_tokens=visual.layer_tokens, patch_embeddings=visual.patch_embeddings,
+                              kept=top_mask(chooser, self.num_kept), selection=selection,
+                              teacher_scores=teacher_scores, patchcls_logits=patchcls_logits)
+        if pixels is None:
+            raise ValueError("SVIP needs the photo's pixels here: its second pass edits the patch embeddings, "
+                             "which a shared or cached vision pass cannot provide.")
+        return self.encode_images(pixels, explain)
+
+    # ------------------------------------------------------------ scores
+    def _localise(self, visual: VisualOutput, kept: torch.Tensor | None, text: dict[str, torch.Tensor]) -> Localisation:
+        """Cosine of each super-patch with each state / object text feature, max over the kept super-patches."""
+        tokens = visual.layer_tokens[self.backbone.num_layers][:, 1:].float()
+        super_patches = self.grid.mean(tokens)
+        super_patches = F.normalize(super_patches + self.localisation(super_patches), dim=-1)
+        state = torch.einsum("bsd,ad->bsa", super_patches, text["state"].float())
+        obj = torch.einsum("bsd,od->bso", super_patches, text["object"].float())
+        if kept is not None:
+            replaced = ~kept.unsqueeze(-1)
+            state = state.masked_fill(replaced, float("-inf"))
+            obj = obj.masked_fill(replaced, float("-inf"))
+        state_similarity, state_patch = state.max(dim=1)
+        object_similarity, object_patch = obj.max(dim=1)
+        return Localisation(state_similarity, state_patch, object_similarity, object_patch)
+
+    def _score(self, visual: VisualOutput, kept: torch.Tensor | None, text: dict[str, torch.Tensor],
+               vocab: Vocabulary) -> tuple[BranchLogits, Localisation]:
+        """Three-branch logits of one pass, with beta * localisation added to the pair logits."""
+        located = self._localise(visual, kept, text)
+        device = visual.cls.device
+        state_index = torch.as_tensor(vocab.pair_states, device=device)
+        object_index = torch.as_tensor(vocab.pair_objects, device=device)
+        compatibility = (located.state_similarity[:, state_index] + located.object_similarity[:, object_index]) / math.sqrt(2.0)
+        pair = cosine_logits(visual.cls, text["pair"]) + LOGIT_SCALE * self.beta * compatibility
+        logits = BranchLogits(pair=pair, state=cosine_logits(visual.cls, text["state"]),
+                              object=cosine_logits(visual.cls, text["object"]))
+        return logits, located
+
+    def branch_logits(self, visual: VisualOutput, vocab: Vocabulary, explain: bool = False,
+                      pixels: torch.Tensor | None = None) -> BranchLogits:
+        """Logits of the contextualised pass; in training also the unedited pass's, PatchCls's and the teacher's mask."""
+        if not isinstance(visual, SvipVisual):
+            visual = self._from_shared_pass(visual, pixels, explain)
+        text = self.prompts.encode_all(vocab)
+        logits, located = self._score(visual, visual.kept, text, vocab)
+        logits.extras["selection"] = visual.selection
+        if self.training:
+            # CE "on both passes": the unedited pass localises over every super-patch (nothing was replaced)
+            logits.extras["original"] = None if visual.original is None else self._score(visual.original, None, text, vocab)[0]
+            logits.extras["patchcls_logits"] = visual.patchcls_logits
+            logits.extras["teacher_kept"] = (None if visual.teacher_scores is None
+                                             else top_mask(visual.teacher_scores, self.num_kept))
+        if explain:
+            logits.explanations.update({
+                "kept": visual.kept,
+                "state_evidence_patch": located.state_patch, "state_evidence_similarity": located.state_similarity,
+                "object_evidence_patch": located.object_patch, "object_evidence_similarity": located.object_similarity,
+            })
+            if visual.teacher_scores is not None:
+                logits.explanations["teacher_map"] = visual.teacher_scores
+            if visual.patchcls_logits is not None:
+                logits.explanations["patchcls_map"] = visual.patchcls_logits.sigmoid()
+        return logits
+
+    @staticmethod
+    def patchcls_bce(patchcls_logits: torch.Tensor, teacher_kept: torch.Tensor) -> torch.Tensor:
+        """PatchCls's binary cross-entropy against the teacher's kept mask (unweighted)."""
+        return F.binary_cross_entropy_with_logits(patchcls_logits.float(), teacher_kept.float())
+
+    def loss(self, logits: BranchLogits, pair_targets: torch.Tensor, state_targets: torch.Tensor,
+             object_targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """CE on the contextualised and the unedited pass, their Jensen-Shannon divergence (temperature
+        on the 100*cos logits) and the weighted BCE of PatchCls against the teacher's mask."""
+        total, parts = super().loss(logits, pair_targets, state_targets, object_targets)
+        original = logits.extras.get("original")
+        if original is not None:
+            original_total, original_parts = super().loss(original, pair_targets, state_targets, object_targets)
+            divergence = jensen_shannon(logits.pair / self.jsd_temperature, original.pair / self.jsd_temperature)
+            total = total + original_total + self.jsd_weight * divergence
+            parts.update({f"original_{key}": value for key, value in original_parts.items()})
+            parts["jsd"] = float(divergence.detach())
+        patchcls_logits = logits.extras.get("patchcls_logits")
+        teacher_kept = logits.extras.get("teacher_kept")
+        if patchcls_logits is not None and teacher_kept is not None:
+            bce = self.patchcls_bce(patchcls_logits, teacher_kept)
+            total = total + self.patchcls_weight * bce
+            parts["patchcls_bce"] = float(bce.detach())
+            if self.training and torch.is_grad_enabled():
+                self.patchcls_steps += 1  # from now on PatchCls, not the teacher, selects at inference
+        return total, parts
+
+    # ------------------------------------------------------------ explanations
+    def explain(self, logits: BranchLogits, vocab: Vocabulary, image_index: int, top_pairs: np.ndarray) -> dict[str, Any]:
+        """Kept / replaced super-patch grid and who chose it, the teacher map (when computed), the
+        PatchCls probabilities (when computed) and each top pair's evidence super-patch for its state and object."""
+        found = logits.explanations
+        rows, cols = self.grid.shape
+        top_pairs = np.asarray(top_pairs)
+        states = vocab.pair_states[top_pairs]
+        objects = vocab.pair_objects[top_pairs]
+        kept = found["kept"][image_index].cpu().numpy().reshape(rows, cols)
+
+        def cells(patch_index: torch.Tensor, words: np.ndarray) -> np.ndarray:
+            where = patch_index[image_index].cpu().numpy()[words]
+            return np.stack([where // cols, where % cols], axis=1)
+
+        result: dict[str, Any] = {
+            "selection": logits.extras.get("selection", self.selection_source),
+            "kept_mask": kept,  # [rows, cols] True = kept, False = replaced by the learned context
+            "kept_count": int(kept.sum()),
+            "super_patch_grid": np.array([rows, cols]),
+            "patch_grid": np.array(self.grid.patch_grid),
+            "super_patch_side": SUPER_PATCH_SIDE,
+            "evidence_state_patch": cells(found["state_evidence_patch"], states),  # [k, 2] (row, col)
+            "evidence_object_patch": cells(found["object_evidence_patch"], objects),
+            "evidence_state_similarity": found["state_evidence_similarity"][image_index].cpu().numpy()[states],
+            "evidence_object_similarity": found["object_evidence_similarity"][image_index].cpu().numpy()[objects],
+        }
+        if "teacher_map" in found:
+            result["teacher_map"] = found["teacher_map"][image_index].cpu().numpy().reshape(rows, cols)
+        if "patchcls_map" in found:
+            result["patchcls_map"] = found["patchcls_map"][image_index].detach().cpu().numpy().reshape(rows, cols)
+        return result

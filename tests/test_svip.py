@@ -1,0 +1,339 @@
+"""SVIP: super-patch geometry, the rollout teacher, PatchCls, the learned context embedding, the
+CLIP equivalence of the untrained model, training, checkpoints, explanations, CLI and benchmark."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from czsl_models import Vocabulary, load_model
+from czsl_models.models.svip import (
+    SuperPatchGrid,
+    add_context_to_patches,
+    attention_rollout_cls,
+    kept_super_patch_count,
+    teacher_super_patch_scores,
+    top_mask,
+)
+
+VOCAB = Vocabulary.build("sleeping, sitting, shiny, hot, striped", "cat, coffee, astronaut, rocket")
+TRAIN_STATES = ["sleeping", "shiny", "hot"]
+TRAIN_OBJECTS = ["cat", "coffee", "rocket"]
+TRAIN_PAIRS = [["sleeping", "cat"], ["shiny", "rocket"], ["hot", "coffee"], ["shiny", "cat"]]
+TRAIN_VOCAB = Vocabulary.build(TRAIN_STATES, TRAIN_OBJECTS, pairs=[" ".join(pair) for pair in TRAIN_PAIRS])
+TINY_KEPT = 52  # of 8 x 8 super-patches at the default ratio 0.82
+CHANCE_OVERLAP = TINY_KEPT * TINY_KEPT / 64  # expected overlap of two random 52-of-64 selections
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """One torch thread for these tiny tensors: on a busy machine, thread hand-offs cost more than the work."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _svip(**overrides):
+    return load_model("svip", backbone="tiny", **overrides)
+
+
+def _with_context(model, patchcls_trained: bool, seed: int = 0):
+    """Put a non-zero context embedding in place, as training would, selecting with PatchCls or the teacher."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        model.context_embedding.copy_(torch.randn(model.context_embedding.shape, generator=generator))
+        model.patchcls_steps.fill_(1 if patchcls_trained else 0)
+    return model.eval()
+
+
+# ------------------------------------------------------------------ geometry and teacher
+def test_kept_count_and_super_patch_grids():
+    assert kept_super_patch_count(64, 0.82) == 52 and kept_super_patch_count(49, 0.82) == 40
+    assert kept_super_patch_count(64, 0.001) == 1 and kept_super_patch_count(64, 1.0) == 64
+    grid = SuperPatchGrid((16, 16))
+    assert grid.shape == (8, 8) and grid.num_super_patches == 64
+    patches = torch.arange(256.0).view(1, 256, 1)
+    # super-patch (1, 1) holds patches (2, 2), (2, 3), (3, 2), (3, 3) in row-major slot order
+    assert grid.concat(patches)[0, 9].tolist() == [34.0, 35.0, 50.0, 51.0]
+    assert grid.mean(patches)[0, 9, 0].item() == pytest.approx(42.5)
+    odd = SuperPatchGrid((7, 7))  # e.g. ViT-B/32: edge super-patches hold fewer patches
+    assert odd.shape == (4, 4)
+    odd_patches = torch.arange(1.0, 50.0).view(1, 49, 1)
+    assert odd.concat(odd_patches)[0, 15].tolist() == [49.0, 0.0, 0.0, 0.0]  # corner: one real patch, zero padding
+    assert odd.mean(odd_patches)[0, 15, 0].item() == 49.0
+    assert odd.mean(odd_patches)[0, 3, 0].item() == pytest.approx((7 + 14) / 2)  # right edge: two patches
+
+
+def test_rollout_matches_the_full_matrix_product():
+    torch.manual_seed(0)
+    attentions = [torch.randn(2, 3, 10, 10).softmax(dim=-1) for _ in range(4)]
+    rollout = None
+    for attention in attentions:
+        mixed = attention.mean(dim=1) + torch.eye(10)
+        mixed = mixed / mixed.sum(dim=-1, keepdim=True)
+        rollout = mixed if rollout is None else mixed @ rollout
+    assert torch.allclose(attention_rollout_cls(attentions), rollout[:, 0, 1:], atol=1e-6)
+
+
+def test_rollout_grouping_picks_the_true_2x2_block():
+    """One head of the CLS row attends only to patches (6,10), (6,11), (7,10), (7,11): super-patch
+    (3, 5). Grouping 4 consecutive row-major patches (the released code's slip) splits them over
+    two groups and picks another one."""
+    tokens = 257
+    block = [6 * 16 + 10, 6 * 16 + 11, 7 * 16 + 10, 7 * 16 + 11]
+    attention = torch.eye(tokens).repeat(1, 2, 1, 1)  # [1, heads, T, T]: every token keeps itself
+    attention[0, 0, 0] = 0.0
+    attention[0, 0, 0, [1 + patch for patch in block]] = 0.25
+    scores = teacher_super_patch_scores([attention, attention], SuperPatchGrid((16, 16)))[0]
+    expected = 3 * 8 + 5
+    assert int(scores.argmax()) == expected and scores[expected] > 0
+    assert torch.all(scores[torch.arange(64) != expected] == 0)
+    consecutive = attention_rollout_cls([attention, attention])[0].view(64, 4).mean(dim=1)
+    assert int(consecutive.argmax()) != expected
+    assert consecutive.max() == pytest.approx(scores[expected].item() / 2)
+
+
+def test_context_is_added_to_the_four_sub_patches_of_replaced_super_patches_only():
+    grid = SuperPatchGrid((16, 16))
+    context = torch.arange(1.0, 13.0).view(4, 3)
+    replaced = torch.zeros(2, 64, dtype=torch.bool)
+    replaced[1, 9] = True
+    edited = add_context_to_patches(torch.zeros(2, 256, 3), replaced, context, grid)
+    assert edited[0].abs().sum() == 0
+    changed = edited[1].abs().sum(dim=-1).nonzero().flatten().tolist()
+    assert changed == [34, 35, 50, 51]
+    assert torch.equal(edited[1, [34, 35, 50, 51]], context)
+
+
+# ------------------------------------------------------------------ untrained = CLIP
+@pytest.mark.parametrize("keep_ratio, kept", [(0.82, TINY_KEPT), (0.5, 32)])
+def test_untrained_svip_scores_like_clip_and_keeps_exactly_m(example_images, keep_ratio, kept):
+    clip = load_model("clip", backbone="tiny")
+    svip = _svip(keep_ratio=keep_ratio)
+    assert svip.config["keep_ratio"] == keep_ratio and svip.num_kept == kept
+    reference = clip.predict(example_images, VOCAB)
+    batch = svip.predict(example_images, VOCAB, top_k=3)
+    singles = [svip.predict(image, VOCAB, top_k=3)[0] for image in example_images[:2]]
+    for ours, theirs in zip(batch, reference):
+        assert np.abs(ours.scores - theirs.scores).max() < 1e-5
+        assert not ours.trained
+        explanation = ours.explanations
+        assert explanation["selection"] == "teacher"
+        assert explanation["kept_mask"].shape == (8, 8) and explanation["kept_mask"].sum() == kept
+        assert explanation["kept_count"] == kept and explanation["teacher_map"].shape == (8, 8)
+        # the kept super-patches are the teacher's top-M
+        order = np.argsort(-explanation["teacher_map"].ravel(), kind="stable")
+        assert explanation["kept_mask"].ravel()[order[:kept]].all()
+    for single, ours in zip(singles, batch):
+        assert np.abs(single.scores - ours.scores).max() < 1e-5
+
+
+def test_evidence_lies_on_kept_super_patches(example_images):
+    prediction = _svip().predict(example_images[0], VOCAB, top_k=4)[0]
+    explanation = prediction.explanations
+    kept = explanation["kept_mask"]
+    for key in ("evidence_state_patch", "evidence_object_patch"):
+        cells = explanation[key]
+        assert cells.shape == (4, 2)
+        assert all(kept[row, col] for row, col in cells)
+    assert np.all(np.abs(explanation["evidence_state_similarity"]) <= 1 + 1e-6)
+
+
+# ------------------------------------------------------------------ PatchCls
+def test_patchcls_learns_the_teachers_mask():
+    """Random-noise batches: every patch embedding differs, so a few steps of PatchCls's BCE against
+    the teacher's mask of these images must lower the BCE and make PatchCls's selection overlap the
+    teacher's well above chance (42.25 of 52). The tiny random ViT's teacher depends partly on
+    position, which PatchCls (no positions) cannot see; this tests fitting, not generalisation."""
+    torch.manual_seed(0)
+    model = _svip()
+    pixels = torch.randn(8, 3, 224, 224)
+    model.train()
+    visual = model.encode_images(pixels)  # teacher scores and patch embeddings of the unedited pass
+    teacher_kept = top_mask(visual.teacher_scores, model.num_kept)
+    inputs = model.grid.concat(visual.patch_embeddings)
+    optimiser = torch.optim.Adam(model.patch_classifier.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(20):
+        bce = model.patchcls_bce(model.patch_classifier(inputs), teacher_kept)
+        optimiser.zero_grad()
+        bce.backward()
+        optimiser.step()
+        losses.append(bce.item())
+    assert losses[-1] < 0.5 * losses[0]
+    model.patchcls_steps.fill_(len(losses))
+    model.eval()
+    model.explain_teacher_map = True
+    with torch.no_grad():
+        selected = model.encode_images(pixels, explain=True)
+    assert selected.selection == "patchcls"
+    assert torch.all(selected.kept.sum(dim=1) == TINY_KEPT)
+    overlap = (selected.kept & top_mask(selected.teacher_scores, TINY_KEPT)).sum(dim=1).float().mean()
+    assert overlap > CHANCE_OVERLAP + 4
+
+
+# ------------------------------------------------------------------ training
+def _targets(count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    pairs = [TRAIN_VOCAB.pairs[i % TRAIN_VOCAB.num_pairs] for i in range(count)]
+    return (torch.arange(count) % TRAIN_VOCAB.num_pairs, torch.tensor([s for s, _ in pairs]),
+            torch.tensor([o for _, o in pairs]))
+
+
+@pytest.fixture(scope="module")
+def trained(example_images):
+    """SVIP after two Adam steps on the training vocabulary (batch of 2), with a record of the first step."""
+    torch.manual_seed(0)
+    model = _svip(train_states=TRAIN_STATES, train_objects=TRAIN_OBJECTS, train_pairs=TRAIN_PAIRS)
+    named = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    before = {name: p.detach().clone() for name, p in named.items()}
+    optimiser = torch.optim.Adam(named.values(), lr=1e-2)
+    pixels = model.backbone.preprocess_images(example_images[:2])
+    targets = _targets(2)
+    first_gradients, parts = {}, []
+    model.train()
+    for step in range(2):
+        logits = model(pixels, TRAIN_VOCAB)
+        loss, step_parts = model.loss(logits, *targets)
+        optimiser.zero_grad()
+        loss.backward()
+        if step == 0:
+            first_gradients = {name: None if p.grad is None else p.grad.clone() for name, p in named.items()}
+        optimiser.step()
+        parts.append(step_parts)
+    stale = model.context_embedding.clone()  # written during the second forward, before its step
+    model.eval()
+    return SimpleNamespace(model=model, before=before, first_gradients=first_gradients, parts=parts, stale=stale)
+
+
+def test_training_reaches_every_trainable_tensor(trained):
+    """At step 0 the zero-initialised mix of e and beta block the gradient of the tensors behind them
+    (it is exactly zero there), so the test checks: every gradient exists and is finite at step 0,
+    and after 2 Adam steps every trainable tensor has changed."""
+    assert trained.first_gradients
+    for name, gradient in trained.first_gradients.items():
+        assert gradient is not None and torch.isfinite(gradient).all(), name
+    for name, parameter in trained.model.named_parameters():
+        if parameter.requires_grad:
+            assert not torch.equal(parameter.detach(), trained.before[name]), f"{name} did not change"
+    first, second = trained.parts
+    assert {"pair", "original_pair", "jsd", "patchcls_bce"} <= set(first)
+    assert first["jsd"] == pytest.approx(0.0, abs=1e-6)  # e = 0 at step 0: both passes agree
+    assert second["jsd"] > 0  # the learned context now changes the contextualised pass
+    assert all(math.isfinite(value) for value in first.values())
+    assert int(trained.model.patchcls_steps) == 2 and trained.model.selection_source == "patchcls"
+
+
+def test_stored_context_is_refreshed_after_the_last_step(trained):
+    model = trained.model
+    with torch.no_grad():
+        current = model.context_generator(model._training_word_features())
+    assert current.abs().sum() > 0
+    assert torch.allclose(model.context_embedding, current, atol=1e-6)
+    assert not torch.allclose(trained.stale, current)
+
+
+def test_training_step_with_batch_of_one(example_images):
+    model = _svip(train_states=TRAIN_STATES, train_objects=TRAIN_OBJECTS, train_pairs=TRAIN_PAIRS).train()
+    pixels = model.backbone.preprocess_images(example_images[:1])
+    loss, parts = model.loss(model(pixels, TRAIN_VOCAB), *_targets(1))
+    loss.backward()
+    assert torch.isfinite(loss) and "patchcls_bce" in parts
+    assert model.context_generator.mix.weight.grad.abs().sum() > 0
+
+
+# ------------------------------------------------------------------ checkpoints and explanations
+def test_context_round_trips_and_inference_needs_no_training_words(trained, tmp_path, monkeypatch, example_images):
+    model = trained.model
+    before = model.predict(example_images[:2], VOCAB)  # a vocabulary other than the training one
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["model_type"] == "svip" and config["keep_ratio"] == 0.82
+    loaded = load_model("svip", checkpoint=tmp_path)
+    assert torch.equal(loaded.context_embedding, model.context_embedding)
+    assert int(loaded.patchcls_steps) == 2
+
+    def refuse():
+        raise AssertionError("inference encoded the training words")
+
+    monkeypatch.setattr(loaded, "_training_word_features", refuse)
+    after = loaded.predict(example_images[:2], VOCAB)
+    for old, new in zip(before, after):
+        assert np.abs(old.scores - new.scores).max() < 1e-5
+        assert new.explanations["selection"] == "patchcls"
+        assert np.array_equal(old.explanations["kept_mask"], new.explanations["kept_mask"])
+        assert "teacher_map" not in new.explanations  # optional for PatchCls: it costs a second pass
+
+
+@pytest.mark.parametrize("patchcls_trained", [False, True])
+def test_learned_context_changes_scores_and_explanations_do_not(example_images, patchcls_trained):
+    clip_scores = load_model("clip", backbone="tiny").predict(example_images[:2], VOCAB)
+    model = _with_context(_svip(), patchcls_trained)
+    plain = model.predict(example_images[:2], VOCAB)
+    model.explain_teacher_map = True
+    with_map = model.predict(example_images[:2], VOCAB)
+    expected = "patchcls" if patchcls_trained else "teacher"
+    for reference, first, second in zip(clip_scores, plain, with_map):
+        assert np.abs(first.scores - reference.scores).max() > 1e-3  # contextualised pass differs from CLIP
+        assert np.array_equal(first.scores, second.scores)
+        assert first.explanations["selection"] == second.explanations["selection"] == expected
+        assert first.explanations["kept_count"] == TINY_KEPT
+        assert "teacher_map" in second.explanations
+        assert ("teacher_map" in first.explanations) == (not patchcls_trained)
+    pixels = model.backbone.preprocess_images(example_images[:2])
+    with torch.no_grad():
+        quiet = model(pixels, VOCAB).pair
+        explained = model.branch_logits(model.encode_images(pixels, explain=True), VOCAB, explain=True, pixels=pixels).pair
+    assert torch.equal(quiet, explained)
+
+
+def test_shared_vision_pass(tiny_backbone, example_images):
+    """Compare shares one vision pass between models: usable as is while e = 0; with a learned
+    context SVIP needs the pixels and says so."""
+    model = _svip()
+    pixels = tiny_backbone.preprocess_images(example_images[:2])
+    request = model.visual_request(explain=True)
+    with torch.no_grad():
+        shared = tiny_backbone.encode_image(pixels, layers=request.layers, attention=request.attention,
+                                            patch_embeddings=request.patch_embeddings)
+    direct = model.predict(example_images[:2], VOCAB)
+    from_shared = model.predict_from_visual(shared, VOCAB)
+    for first, second in zip(direct, from_shared):
+        assert np.abs(first.scores - second.scores).max() < 1e-5
+        assert np.array_equal(first.explanations["kept_mask"], second.explanations["kept_mask"])
+    _with_context(model, patchcls_trained=True)
+    with pytest.raises(ValueError, match="pixels"):
+        model.predict_from_visual(shared, VOCAB)
+    assert len(model.predict_from_visual(shared, VOCAB, pixels=pixels)) == 2
+
+
+# ------------------------------------------------------------------ CLI and benchmark
+def test_cli_predict_json_shows_ranking_and_kept_patches(example_paths, capsys):
+    from czsl_models.cli import main
+
+    assert main(["predict", str(example_paths[0]), "--model", "svip", "--backbone", "tiny", "--json", "--top-k", "3"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["model"] == "svip" and len(document["ranking"]) == 3
+    explanation = document["explanations"]
+    assert explanation["selection"] == "teacher"
+    assert np.array(explanation["kept_mask"]).shape == (8, 8)
+    assert np.array(explanation["kept_mask"]).sum() == TINY_KEPT
+    assert len(explanation["evidence_state_patch"]) == 3
+
+
+def test_speed_benchmark_quick_runs():
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "svip_speed.py"
+    spec = importlib.util.spec_from_file_location("svip_speed", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    ratios = module.main(["--quick", "--pairs", "60", "--repeats", "1", "--threads", "1"])
+    assert ratios["clip"] == 1.0
+    assert set(ratios) == {"clip", "svip untrained", "svip PatchCls", "svip PatchCls + map", "svip teacher"}
+    assert all(math.isfinite(value) and value > 0 for value in ratios.values())
