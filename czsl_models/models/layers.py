@@ -133,3 +133,11 @@ class BlockAdapters(nn.Module):
 def vision_adapters(width: int, layers: int, bottleneck: int = 64, dropout: float = 0.1, scale: float = 0.1) -> nn.ModuleList:
     """One BlockAdapters per vision block (the 'paper' preset)."""
     return nn.ModuleList(BlockAdapters(width, bottleneck, dropout, scale) for _ in range(layers))
+
+
+def fit_heads(dim: int, requested: int) -> int:
+    """The largest head count <= requested that divides dim (tiny test backbones have narrow widths)."""
+    for heads in range(max(1, min(requested, dim)), 0, -1):
+        if dim % heads == 0:
+            return heads
+    return 1

@@ -1,0 +1,234 @@
+"""MSCI vs the CLIP baseline on one backbone: per-image inference time (ratio) for P candidate pairs,
+peak memory at the MIT-States open world (28,175 pairs), and the trainable parameter count of the
+ViT-L/14 configuration next to the published ~26.7 M.
+
+Usage: python benchmarks/msci_speed.py [--quick] [--adapters] [--repeats N]
+
+Times are `model.predict(image, vocab)` on one 224 px image (batch 1, explanations included), the
+median of interleaved runs after a warm-up, on CPU with 2 threads. Text features are cached per
+vocabulary in real use, so each model's cache is filled with random unit vectors beforehand rather
+than spending many minutes encoding 28k prompts with a random-weight text tower. λ1, λ2 are set to
+0.1 (the released code's initial value); the head does the same work whatever their values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+os.environ.setdefault("CZSL_DEVICE", "cpu")  # a CPU benchmark, even where CUDA exists
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from czsl_models import Vocabulary, load_model  # noqa: E402
+from czsl_models.backbone import get_backbone  # noqa: E402
+from czsl_models.models.base import CompositionModel  # noqa: E402
+from czsl_models.models.prompts import BRANCHES  # noqa: E402
+
+VIT_L = "random:ViT-L-14-quickgelu"
+PAIR_GRIDS = {100: (10, 10), 2000: (40, 50), 28175: (115, 245)}  # states x objects
+MIT_STATES_WORDS = (115, 245)
+PUBLISHED_PARAMETERS_M = {"adapters": 6.3, "aggregators": 4.7, "two stages": 14.2, "disentanglers": 1.2, "total": 26.7}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny backbone, P = 100 and 2,000, seconds")
+    parser.add_argument("--backbone", default=None, help=f"backbone spec (default {VIT_L}; --quick: tiny)")
+    parser.add_argument("--pairs", type=int, nargs="+", default=None, help="P values (default 100 2000 28175)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per model and P (default 3; --quick: 2)")
+    parser.add_argument("--adapters", action="store_true", help="time MSCI with AdaptFormer adapters (the paper preset)")
+    parser.add_argument("--memory-pairs", type=int, default=28175, help="P of the peak-memory run (0: skip)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.backbone = args.backbone or "tiny"
+        args.pairs = args.pairs or [100, 2000]
+        args.repeats = args.repeats or 2
+        args.memory_pairs = 0
+    args.backbone = args.backbone or VIT_L
+    args.pairs = args.pairs or [100, 2000, 28175]
+    args.repeats = args.repeats or 3
+    return args
+
+
+def grid_for(pairs: int) -> tuple[int, int]:
+    """States x objects giving exactly `pairs` (a near-square factorisation when not tabulated)."""
+    if pairs in PAIR_GRIDS:
+        return PAIR_GRIDS[pairs]
+    states = max(d for d in range(1, int(pairs ** 0.5) + 1) if pairs % d == 0)
+    return states, pairs // states
+
+
+def open_world(pairs: int) -> Vocabulary:
+    """An open-world vocabulary of exactly `pairs` pairs with synthetic words."""
+    states, objects = grid_for(pairs)
+    return Vocabulary.build([f"state{i}" for i in range(states)], [f"object{j}" for j in range(objects)],
+                            max_words=10_000, max_pairs=max(pairs, 1))
+
+
+def fill_text_cache(model: CompositionModel, vocab: Vocabulary, seed: int = 0) -> None:
+    """Put random unit text features under the keys the model will look up (as after a first encoding)."""
+    generator = torch.Generator().manual_seed(seed)
+    sizes = {"pair": vocab.num_pairs, "state": len(vocab.states), "object": len(vocab.objects)}
+    for branch in BRANCHES:
+        features = torch.randn(sizes[branch], model.backbone.embed_dim, generator=generator)
+        features = torch.nn.functional.normalize(features, dim=-1).to(model.backbone.device)
+        model.backbone.text_cache.put(model.prompts.cache_key(vocab, branch), features)
+
+
+def build_models(backbone: str, adapters: bool) -> dict[str, CompositionModel]:
+    """The CLIP baseline and an MSCI with the MIT-States training vocabulary size, λ at 0.1."""
+    states, objects = MIT_STATES_WORDS
+    msci = load_model("msci", backbone=backbone, train_states=[f"state{i}" for i in range(states)],
+                      train_objects=[f"object{j}" for j in range(objects)], use_adapters=adapters)
+    with torch.no_grad():
+        msci.local_scale.fill_(0.1)
+        msci.global_scale.fill_(0.1)
+    return {"clip": load_model("clip", backbone=backbone).eval(), "msci": msci.eval()}
+
+
+def test_image(size: int, seed: int = 0) -> Image.Image:
+    """A random RGB image."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    return Image.fromarray(pixels)
+
+
+def time_predictions(models: dict[str, CompositionModel], pair_counts: list[int], repeats: int,
+                     image: Image.Image) -> list[dict]:
+    """Median per-image predict() time of each model for each P, runs interleaved between models."""
+    rows = []
+    for pairs in pair_counts:
+        vocab = open_world(pairs)
+        for model in models.values():
+            fill_text_cache(model, vocab)
+            model.predict(image, vocab)  # warm-up (allocator, kernels)
+        times: dict[str, list[float]] = {name: [] for name in models}
+        for _ in range(repeats):
+            for name, model in models.items():
+                start = time.perf_counter()
+                model.predict(image, vocab)
+                times[name].append(time.perf_counter() - start)
+        clip_time, msci_time = statistics.median(times["clip"]), statistics.median(times["msci"])
+        rows.append({"pairs": pairs, "clip_s": clip_time, "msci_s": msci_time, "ratio": msci_time / clip_time})
+        print(f"{pairs:>8,}  {clip_time:>10.3f}  {msci_time:>10.3f}  {msci_time / clip_time:>6.2f}", flush=True)
+    return rows
+
+
+def parameter_breakdown(model: CompositionModel) -> dict[str, int]:
+    """Trainable parameters per component."""
+    groups = {"adapters": ("adapters",), "aggregators": ("low_aggregator", "high_aggregator"),
+              "two stages": ("local_stage", "global_stage", "local_norm", "global_norm"),
+              "gate and lambdas": ("gate", "local_scale", "global_scale"),
+              "disentanglers": ("state_disentangler", "object_disentangler"), "prompts": ("prompts",)}
+    counts = {group: 0 for group in groups}
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        group = next(g for g, prefixes in groups.items() if name.split(".")[0] in prefixes)
+        counts[group] += parameter.numel()
+    counts["total"] = sum(counts.values())
+    return counts
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (Linux); False where unsupported."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_bytes() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def memory_child(model_name: str, backbone: str, pairs: int, threads: int) -> dict:
+    """In a fresh process: peak RSS while loading, and during one prediction over `pairs` pairs."""
+    torch.set_num_threads(threads)
+    get_backbone(backbone, device="cpu")
+    models = build_models(backbone, adapters=False)
+    model = models[model_name]
+    vocab = open_world(pairs)
+    fill_text_cache(model, vocab)
+    load_peak = _peak_rss_bytes()
+    reset = _reset_peak_rss()
+    model.predict(test_image(224), vocab)
+    return {"model": model_name, "load_peak_bytes": load_peak,
+            "predict_peak_bytes": _peak_rss_bytes() if reset else None, "process_peak_bytes": _peak_rss_bytes()}
+
+
+def measure_memory(args: argparse.Namespace) -> list[dict]:
+    """Run memory_child for each model in its own process (so peaks do not mix)."""
+    results = []
+    for name in ("clip", "msci"):
+        command = [sys.executable, str(Path(__file__).resolve()), "--memory-child", name, "--backbone", args.backbone,
+                   "--memory-pairs", str(args.memory_pairs), "--threads", str(args.threads)]
+        output = subprocess.run(command, check=True, capture_output=True, text=True,
+                                env={**os.environ, "HF_HUB_OFFLINE": "1"}).stdout
+        results.append(json.loads(output.strip().splitlines()[-1]))
+    return results
+
+
+def run_benchmark(args: argparse.Namespace) -> dict:
+    """Timings, parameter counts and (unless skipped) peak memory; prints a report and returns it."""
+    torch.set_num_threads(args.threads)
+    backbone = get_backbone(args.backbone, device="cpu")
+    report: dict = {"backbone": backbone.name, "threads": args.threads, "adapters": args.adapters}
+    if args.memory_pairs:
+        print(f"peak memory, P = {args.memory_pairs:,} (fresh process each; RSS, GiB):", flush=True)
+        report["memory"] = measure_memory(args)
+        for row in report["memory"]:
+            predict = row["predict_peak_bytes"]
+            print(f"  {row['model']:<5} loading {row['load_peak_bytes'] / 2**30:.2f}   "
+                  f"predicting {'n/a' if predict is None else f'{predict / 2**30:.2f}'}   "
+                  f"process peak {row['process_peak_bytes'] / 2**30:.2f}", flush=True)
+    models = build_models(args.backbone, args.adapters)
+    counts = parameter_breakdown(models["msci"] if args.adapters else build_models(args.backbone, True)["msci"])
+    report["parameters"] = counts
+    report["trainable_parameters"] = counts["total"]
+    print(f"trainable parameters with adapters ({backbone.name}, {MIT_STATES_WORDS[0]} states x "
+          f"{MIT_STATES_WORDS[1]} objects), millions (published):")
+    for group, count in counts.items():
+        published = PUBLISHED_PARAMETERS_M.get(group)
+        print(f"  {group:<17} {count / 1e6:7.2f}" + (f"   ({published})" if published is not None else ""))
+    print(f"per-image predict() time, {backbone.name}, CPU, {args.threads} threads, batch 1, "
+          f"median of {args.repeats}{', MSCI with adapters' if args.adapters else ''}:")
+    print(f"{'pairs':>8}  {'clip s':>10}  {'msci s':>10}  {'ratio':>6}", flush=True)
+    report["timings"] = time_predictions(models, args.pairs, args.repeats, test_image(224))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    args = parse_args(argv)
+    if args.memory_child:
+        print(json.dumps(memory_child(args.memory_child, args.backbone, args.memory_pairs, args.threads)))
+        return 0
+    run_benchmark(args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

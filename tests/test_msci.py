@@ -1,0 +1,229 @@
+"""MSCI: the CLIP start, chunking, explanations, training, checkpoints and the speed benchmark's quick run."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from czsl_models import Vocabulary, load_model
+from czsl_models.models.msci import MSCI, PRESETS, resolve_preset
+
+VOCAB = Vocabulary.build("sleeping, sitting, shiny, hot, striped, wet, old", "cat, coffee, astronaut, rocket, dog")
+TRAIN_STATES = ["sleeping", "shiny", "hot", "wet"]
+TRAIN_OBJECTS = ["cat", "coffee", "rocket"]
+
+
+def perturbed_msci(seed: int = 0, **kwargs) -> MSCI:
+    """An MSCI whose zero-initialised tensors (λ, disentangler outputs, word offsets, adapters) are random,
+    so the refinement actually changes scores (an untrained one would hide most bugs)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # same seed, same weights: models that differ only in config are comparable
+        model = load_model("msci", backbone="tiny", train_states=TRAIN_STATES, train_objects=TRAIN_OBJECTS, **kwargs)
+        with torch.no_grad():
+            for parameter in model.parameters():
+                if parameter.requires_grad and not parameter.any():
+                    parameter.copy_(0.5 * torch.randn(parameter.shape))
+    return model.eval()
+
+
+def all_scores(predictions) -> np.ndarray:
+    return np.stack([prediction.scores for prediction in predictions])
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_untrained_msci_scores_every_pair_as_clip(example_images, batch):
+    clip = load_model("clip", backbone="tiny")
+    # chunk_size 8 makes the 35 pair rows span several chunks.
+    msci = load_model("msci", backbone="tiny", train_states=TRAIN_STATES, train_objects=TRAIN_OBJECTS, chunk_size=8)
+    images = example_images[:batch]
+    expected = all_scores(clip.predict(images, VOCAB, top_k=3))
+    got = all_scores(msci.predict(images, VOCAB, top_k=3))
+    assert got.shape == (batch, VOCAB.num_pairs)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+    assert not msci.is_trained
+
+
+def test_refinement_changes_scores_once_trained(example_images):
+    """Guards the tests below: a perturbed model must differ from CLIP, or equalities prove nothing."""
+    clip = all_scores(load_model("clip", backbone="tiny").predict(example_images, VOCAB))
+    msci = all_scores(perturbed_msci().predict(example_images, VOCAB))
+    assert np.abs(msci - clip).max() > 1e-2
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_chunked_equals_unchunked(example_images, batch):
+    """Chunk sizes 1, 5, 9 (35 pair rows) against one chunk. float32 matrix products round differently
+    for different row counts (observed up to ~8e-6 on logits of ~27), hence 1e-4; a chunking mistake
+    (rows misaligned, keys of the wrong image) moves logits by whole units."""
+    reference = perturbed_msci(chunk_size=1 << 20)
+    pixels = reference.backbone.preprocess_images(example_images[:batch])
+    with torch.no_grad():
+        visual = reference.encode_images(pixels)
+        expected = reference.branch_logits(visual, VOCAB)
+        for chunk_size in (1, 5, 9):
+            chunked = perturbed_msci(chunk_size=chunk_size)
+            got = chunked.branch_logits(visual, VOCAB)
+            for name in ("pair", "state", "object"):
+                torch.testing.assert_close(getattr(got, name), getattr(expected, name), rtol=0, atol=1e-4)
+
+
+def test_batch_of_one_equals_batch(example_images):
+    model = perturbed_msci()
+    batch = model.predict(example_images, VOCAB)
+    for image, expected in zip(example_images, batch):
+        np.testing.assert_allclose(model.predict(image, VOCAB)[0].scores, expected.scores, rtol=0, atol=1e-5)
+
+
+def test_explanations_leave_outputs_unchanged(example_images):
+    model = perturbed_msci()
+    pixels = model.backbone.preprocess_images(example_images)
+    with torch.no_grad():
+        visual = model.encode_images(pixels, explain=True)
+        plain = model.branch_logits(visual, VOCAB, explain=False)
+        explained = model.branch_logits(visual, VOCAB, explain=True)
+    for name in ("pair", "state", "object"):
+        assert torch.equal(getattr(plain, name), getattr(explained, name))
+
+
+def test_explanation_shapes_sums_and_consistency(example_images):
+    model = perturbed_msci()
+    top_k = 4
+    predictions = model.predict(example_images[:2], VOCAB, top_k=top_k)
+    pixels = model.backbone.preprocess_images(example_images[:2])
+    with torch.no_grad():
+        keys = model.image_keys(model.encode_images(pixels))
+        text = model.prompts.encode_all(VOCAB)
+        all_rows = model.refine(text["pair"], keys)  # the scoring path (fused attention, no weights)
+    index = {pair: i for i, pair in enumerate(VOCAB.pair_names())}
+    for b, prediction in enumerate(predictions):
+        explanation = prediction.explanations
+        top = [index[(r.state, r.object)] for r in prediction.ranking]
+        for name in ("gate_composition", "gate_state", "gate_object"):
+            gate = explanation[name]
+            assert gate.shape == (top_k, 2)
+            assert np.all(gate >= 0) and np.allclose(gate.sum(axis=1), 1, atol=1e-6)
+        # The shown weights are those the ranking was computed with.
+        np.testing.assert_allclose(explanation["gate_composition"], all_rows.gate[b, top].numpy(), atol=1e-5)
+        # A state row's weights depend on the state only.
+        states = [r.state for r in prediction.ranking]
+        for i in range(top_k):
+            for j in range(top_k):
+                if states[i] == states[j]:
+                    np.testing.assert_array_equal(explanation["gate_state"][i], explanation["gate_state"][j])
+        for name in ("stage1_attention", "stage2_attention"):
+            attention = explanation[name]
+            assert attention.shape == tuple(model.backbone.grid_size) == (16, 16)
+            assert np.all(attention >= 0) and 0.5 < attention.sum() <= 1 + 1e-5
+        assert not np.allclose(explanation["stage1_attention"], explanation["stage2_attention"])
+    document = json.dumps(predictions[0].to_dict())
+    assert "gate_composition" in document and "stage2_attention" in document
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_training_steps_reach_every_trainable_tensor(example_images, batch):
+    """One step: finite loss and a finite gradient (possibly exactly zero) for every trainable tensor.
+    Tensors behind a zero-initialised residual (λ, disentangler and adapter outputs) get exactly zero
+    gradient at step 0 by design, so the real check is that after two Adam steps every one has moved.
+    With one image the disentanglers skip BatchNorm (it cannot train on one sample; layers.py), so
+    exactly their BatchNorm weights and biases are left without a gradient."""
+    model = load_model("msci", backbone="tiny", train_states=TRAIN_STATES, train_objects=TRAIN_OBJECTS)
+    model.train()
+    parameters = dict(model.named_parameters())
+    trainable = {name: p for name, p in parameters.items() if p.requires_grad}
+    assert set(trainable) == set(parameters)
+    before = {name: p.detach().clone() for name, p in trainable.items()}
+    optimizer = torch.optim.Adam(trainable.values(), lr=1e-3)
+    pixels = model.backbone.preprocess_images(example_images[:batch])
+    with torch.no_grad():
+        visual = model.backbone.encode_image(pixels, layers=model.visual_request(explain=False).layers).detach()
+    generator = torch.Generator().manual_seed(1)
+    targets = [torch.randint(0, n, (batch,), generator=generator)
+               for n in (VOCAB.num_pairs, len(VOCAB.states), len(VOCAB.objects))]
+    batch_norm = {f"{branch}_disentangler.block.1.{kind}" for branch in ("state", "object") for kind in ("weight", "bias")}
+    skipped = batch_norm if batch == 1 else set()
+    for step in range(2):
+        optimizer.zero_grad()
+        loss, parts = model.loss(model(None, VOCAB, visual=visual), *targets)
+        assert torch.isfinite(loss) and set(parts) == {"pair", "state", "object"}
+        loss.backward()
+        assert {name for name, p in trainable.items() if p.grad is None} == skipped
+        for name, parameter in trainable.items():
+            assert parameter.grad is None or torch.isfinite(parameter.grad).all(), name
+        optimizer.step()
+    unchanged = {name for name, p in trainable.items() if torch.equal(p.detach(), before[name])}
+    assert unchanged == skipped
+
+
+def test_adapters_train_through_the_backbone(example_images):
+    """The "paper" preset: adapters in every block, trained from pixels; a cached pass is refused."""
+    model = load_model("msci", backbone="tiny", use_adapters=True)
+    assert len(model.adapters) == model.backbone.num_layers and not model.shares_vision_pass
+    model.train()
+    pixels = model.backbone.preprocess_images(example_images[:1])
+    up_weights = [p for name, p in model.named_parameters() if name.startswith("adapters.") and ".up." in name]
+    optimizer = torch.optim.Adam(model.trainable_parameters(), lr=1e-3)
+    loss, _ = model.loss(model(pixels, VOCAB), torch.tensor([0]), torch.tensor([0]), torch.tensor([0]))
+    loss.backward()
+    assert up_weights and all(p.grad is not None and p.grad.abs().sum() > 0 for p in up_weights)
+    optimizer.step()
+    with torch.no_grad():
+        cached = model.backbone.encode_image(pixels, layers=model.visual_request().layers)
+    with pytest.raises(ValueError, match="adapters"):
+        model(None, VOCAB, visual=cached)
+
+
+def test_save_load_round_trip(tmp_path, example_images):
+    model = perturbed_msci(preset="ut-zappos", use_adapters=True, chunk_size=16)
+    model.training_steps.fill_(3)
+    model.save_pretrained(tmp_path / "msci")
+    config = json.loads((tmp_path / "msci" / "config.json").read_text())
+    assert config["model_type"] == "msci" and config["preset"] == "ut-zappos" and config["use_adapters"] is True
+    loaded = load_model("msci", checkpoint=tmp_path / "msci")
+    assert loaded.is_trained and loaded.low_layers == (1, 2, 3)
+    before = model.predict(example_images, VOCAB, top_k=3)
+    after = loaded.predict(example_images, VOCAB, top_k=3)
+    for a, b in zip(before, after):
+        np.testing.assert_array_equal(a.scores, b.scores)
+        for name in ("gate_composition", "stage1_attention", "stage2_attention"):
+            np.testing.assert_array_equal(a.explanations[name], b.explanations[name])
+
+
+def test_presets_and_head_count():
+    assert resolve_preset("MIT_States")[0] == "mit-states" and resolve_preset("C-GQA")[0] == "cgqa"
+    with pytest.raises(ValueError, match="preset"):
+        resolve_preset("imagenet")
+    cgqa = load_model("msci", backbone="tiny", preset="cgqa")
+    assert cgqa.loss_weights == (1.0, 0.1, 0.1) and cgqa.training_recipe()["learning_rate"] == PRESETS["cgqa"].learning_rate
+    zappos = load_model("msci", backbone="tiny", preset="ut-zappos")
+    assert zappos.low_layers == (1, 2, 3) and zappos.high_layers == (4, 5, 6)
+    override = load_model("msci", backbone="tiny", aggregated_layers=2)
+    assert override.visual_request().layers == (1, 2, 5, 6)
+    assert cgqa.heads == 8  # 12 does not divide the tiny backbone's width 32
+    with pytest.raises(ValueError, match="aggregated_layers"):
+        load_model("msci", backbone="tiny", aggregated_layers=7)
+
+
+def test_cli_predict_json(example_paths, capsys):
+    from czsl_models.cli import main
+
+    assert main(["predict", str(example_paths[0]), "--model", "msci", "--backbone", "tiny", "--json", "--top-k", "2"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["model"] == "msci" and len(document["ranking"]) == 2
+    assert np.array(document["explanations"]["gate_object"]).shape == (2, 2)
+
+
+def test_speed_benchmark_quick_run():
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    try:
+        import msci_speed
+    finally:
+        sys.path.pop(0)
+    report = msci_speed.run_benchmark(msci_speed.parse_args(["--quick"]))
+    assert [row["pairs"] for row in report["timings"]] == [100, 2000]
+    assert all(row["ratio"] > 0 for row in report["timings"])
+    assert report["trainable_parameters"] > 0
