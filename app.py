@@ -1,0 +1,49 @@
+"""Run the Gradio app: python app.py [--backbone SPEC] [--device cpu|cuda] [--port N] [--share].
+
+Every option also reads an environment variable (CZSL_BACKBONE, CZSL_DEVICE, GRADIO_SERVER_PORT,
+GRADIO_SHARE), so a Hugging Face Space configures it without flags."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from typing import Sequence
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Command-line options, defaulting to the environment."""
+    parser = argparse.ArgumentParser(description="Compositional zero-shot recognition app (MSCI, Refiner, SVIP).")
+    parser.add_argument("--backbone", default=os.environ.get("CZSL_BACKBONE"),
+                        help="OpenCLIP backbone: ARCH:TAG, hf-hub:org/repo, a local folder or tiny "
+                             "(default $CZSL_BACKBONE or ViT-L-14-quickgelu:openai)")
+    parser.add_argument("--device", default=os.environ.get("CZSL_DEVICE"),
+                        help="cpu, cuda or cuda:N (default $CZSL_DEVICE, else CUDA when present)")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME"),
+                        help="address to listen on (default $GRADIO_SERVER_NAME or 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=int(os.environ["GRADIO_SERVER_PORT"])
+                        if os.environ.get("GRADIO_SERVER_PORT") else None,
+                        help="port (default $GRADIO_SERVER_PORT or 7860)")
+    parser.add_argument("--share", action="store_true", default=_env_flag("GRADIO_SHARE"),
+                        help="also serve through a public gradio.live link")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Build the app and serve it until interrupted."""
+    args = parse_args(argv)
+    if args.device:
+        os.environ["CZSL_DEVICE"] = args.device  # models and training pick their device from here
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from czsl_models.ui import create_app, launch_options
+
+    demo, _ = create_app(backbone=args.backbone, device=args.device)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_options())
+
+
+if __name__ == "__main__":
+    main()

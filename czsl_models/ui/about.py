@@ -1,0 +1,68 @@
+"""The About tab: what compositional zero-shot recognition is, what each model does, and the papers."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+ABOUT_TEXT = """
+## What this app does
+
+Things in photos have a **state** and an **object**: a *sliced* apple, a *rusty* bike, a *wet* dog.
+A person who has seen sliced bread and a whole apple knows what a sliced apple looks like, even if
+they never saw one. **Compositional zero-shot recognition** asks a computer to do the same: recognise
+new combinations of states and objects it already knows.
+
+You type the states and objects you care about; the app scores every combination against the photo
+and ranks them. "Every state with every object" (the *open world*) considers all combinations, while
+"Only the pairs I list" (the *closed world*) considers just the ones you write down.
+
+All models here build on **CLIP** (through [OpenCLIP](https://github.com/mlfoundations/open_clip)), a
+model that learned from hundreds of millions of photos and captions how well a picture matches a piece
+of text. They share one copy of it and differ only in what they add on top.
+
+## The models
+
+| Model | In one sentence | Paper |
+| --- | --- | --- |
+| **CLIP baseline** | Compares the photo with "a photo of a *state* *object*", "a photo of *state*" and "a photo of *object*"; nothing is learned. | [Radford et al., 2021](https://arxiv.org/abs/2103.00020) |
+| **MSCI** | Lets each description look at the photo twice, first at small local details (early layers of the network), then at the whole scene (late layers), and learns how much to trust each. | [Wang et al., IJCAI 2025 (arXiv 2505.10289)](https://arxiv.org/abs/2505.10289), [code](https://github.com/ltpwy/MSCI) |
+| **Refiner** | Sends three groups of learned "questions" (about the state, the object and the pair) over the photo and uses their answers to sharpen the picture's description. | [Fine-grained Cross-modal Concepts Refinement for CZSL, ICASSP 2025](https://openreview.net/forum?id=DDyaBfA45f) |
+| **SVIP** | Finds the parts of the photo unrelated to any state or object, gives them learned context instead, and points at the part of the photo that supports each answer. | [Chen et al., ICCV 2025 (arXiv 2503.10252)](https://arxiv.org/abs/2503.10252), [code](https://github.com/uqzhichen/SVIP) |
+
+**About Refiner:** no code or full text of the Refiner paper is public. The Refiner here is a
+*reconstruction from its abstract*, built in the style of its family of models (Troika, MSCI); it is
+not the authors' implementation and its numbers are not theirs.
+
+**About SVIP:** the original recognises animals and birds from lists of attributes; here its three ideas
+(find unrelated patches, give them context, locate each label on the photo) are adapted to free-text
+states and objects.
+
+## Trained or not?
+
+Each model starts as an exact copy of the CLIP baseline: everything it adds begins at zero. Until it is
+trained (in the **Train** tab, or by loading trained weights) it ranks exactly like the baseline, and
+the pictures that explain its answers come from parts that have learned nothing yet.
+
+## Reading the scores (Evaluate tab)
+
+Models are tested on photos of combinations they saw during training (**seen**) and of combinations
+they never saw (**unseen**). A model can trade one for the other by favouring new combinations more or
+less; the curve in the Evaluate tab shows every trade-off.
+
+- **Best seen / best unseen**: the best accuracy on each kind of photo.
+- **HM** (harmonic mean): the best balance of the two; it is high only when both are.
+- **AUC**: the area under the whole seen-unseen curve, a single summary of every trade-off.
+
+The numbers follow the evaluation every paper in this field uses
+([ExplainableML/czsl](https://github.com/ExplainableML/czsl)); the datasets are MIT-States, UT-Zappos
+and C-GQA, or your own photos in folders.
+
+## Photos
+
+The example photos come from scikit-image's sample data (public domain or CC0); see `examples/LICENSES.md`.
+"""
+
+
+def build_about_tab() -> None:
+    """Lay out the About tab (text only)."""
+    gr.Markdown(ABOUT_TEXT, elem_id="about-text")

@@ -1,0 +1,87 @@
+"""Assembles the tabs into one Gradio app and holds what launching it needs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from .about import build_about_tab
+from .compare import build_compare_tab
+from .evaluate import build_evaluate_tab
+from .predict import build_predict_tab, refresh_choices
+from .state import AppState, load_app_backbone
+from .train import build_train_tab
+
+TITLE = "State + object recognition"
+DEFAULT_PREDICT_CONCURRENCY = 4
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
+APP_CSS = """
+.czsl-banner { background: #fff3cd; border: 2px solid #e0a800; border-radius: 8px; padding: 6px 14px; }
+.czsl-banner p { color: #533f03 !important; font-weight: 600; margin: 0; }
+#predict-note p { font-size: 0.95rem; }
+"""
+INTRO = (f"# {TITLE}\n"
+         "Upload a photo or click an example: the app describes it as a **state + object**, such as *sliced apple* "
+         "or *rusty bike*, with a picture of why. It also handles combinations it has never seen.")
+
+
+def example_photos(folder: Path | None = None) -> list[str]:
+    """The example photos shipped with the app."""
+    folder = folder or EXAMPLES_DIR
+    return [str(path) for path in sorted(folder.glob("*.jpg"))]
+
+
+def predict_concurrency() -> int:
+    """How many predictions run at once (CZSL_PREDICT_CONCURRENCY, default 4)."""
+    try:
+        return max(1, int(os.environ.get("CZSL_PREDICT_CONCURRENCY", DEFAULT_PREDICT_CONCURRENCY)))
+    except ValueError:
+        return DEFAULT_PREDICT_CONCURRENCY
+
+
+def build_app(state: AppState, examples: list[str] | None = None) -> gr.Blocks:
+    """The whole app: Predict, Compare, Train, Evaluate and About tabs."""
+    examples = example_photos() if examples is None else examples
+    concurrency = predict_concurrency()
+    with gr.Blocks(title=TITLE, delete_cache=(3600, 3600)) as demo:
+        if state.banner:
+            gr.Markdown(f"⚠️ {state.banner}", elem_classes=["czsl-banner"], elem_id="backbone-banner")
+        gr.Markdown(INTRO)
+        with gr.Tabs():
+            with gr.Tab("Predict", id="predict") as predict_tab:
+                predict = build_predict_tab(state, examples, concurrency)
+            with gr.Tab("Compare", id="compare"):
+                build_compare_tab(state, examples, concurrency)
+            with gr.Tab("Train", id="train") as train_tab:
+                train = build_train_tab(state)
+            with gr.Tab("Evaluate", id="evaluate"):
+                build_evaluate_tab(state)
+            with gr.Tab("About", id="about"):
+                build_about_tab()
+        gr.Markdown(f"<small>Backbone: `{state.backbone_spec}` on {state.backbone.device}.</small>")
+
+        def on_predict_tab(model_name, checkpoint_value):
+            """Refresh the checkpoint and word-list menus (new checkpoints, newly loaded datasets)."""
+            return refresh_choices(state, model_name, checkpoint_value)
+
+        predict_tab.select(on_predict_tab, inputs=[predict.model, predict.checkpoint],
+                           outputs=[predict.checkpoint, predict.preset], api_name="refresh_predict_menus")
+        train_tab.select(train.status, outputs=train.status_outputs, api_name="refresh_train_status")
+    demo.queue(max_size=256, default_concurrency_limit=concurrency)
+    return demo
+
+
+def create_app(backbone: str | None = None, device: str | None = None) -> tuple[gr.Blocks, AppState]:
+    """Load the backbone (the tiny one, with a banner, when the requested one cannot be had) and build the app."""
+    shared, banner = load_app_backbone(backbone, device)
+    state = AppState(shared, banner)
+    return build_app(state), state
+
+
+def launch_options() -> dict[str, Any]:
+    """Keyword arguments for Blocks.launch: styling, upload limit, and the example photos as servable files."""
+    return {"css": APP_CSS, "theme": gr.themes.Soft(), "max_file_size": "200mb",
+            "allowed_paths": [str(EXAMPLES_DIR)]}

@@ -1,0 +1,139 @@
+"""The Compare tab: one photo through every model, sharing one backbone pass, top-5 side by side."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import torch
+
+from ..backbone import VisualOutput
+from ..models.base import CompositionModel, Prediction, VisualRequest
+from ..presets import DEFAULT_OBJECTS, DEFAULT_STATES
+from .explain import ranking_confidences
+from .inputs import WORLD_CHOICES, WORLD_OPEN, build_vocabulary, friendly_errors, read_photo
+from .predict import pair_box_visibility
+from .state import AppState, gpu_function
+
+COMPARE_TOP_K = 5
+
+
+@dataclass
+class ModelAnswer:
+    """One model's column: its top-5 and how long it took."""
+
+    name: str
+    display_name: str
+    prediction: Prediction
+    seconds: float
+    own_pass: bool
+    checkpoint: str
+
+
+def shares_vision_pass(model: CompositionModel) -> bool:
+    """Whether the model can score a vision pass made for several models (adapters make it its own)."""
+    return bool(getattr(model, "shares_vision_pass", True))
+
+
+@gpu_function
+def compare_models(state: AppState, photo, vocabulary_args: tuple, use_checkpoints: bool
+                   ) -> tuple[list[ModelAnswer], float]:
+    """Every model's top-5 for one photo; one backbone pass is shared by the models that can share it.
+    Returns the answers and the seconds the shared pass took."""
+    models: list[tuple[CompositionModel, str]] = []
+    for name in state.model_names():
+        checkpoint = state.newest_checkpoint(name) if use_checkpoints else ""
+        models.append((state.get_model(name, checkpoint), checkpoint))
+    backbone = state.backbone
+    sharing = [model for model, _ in models if shares_vision_pass(model)]
+    request = VisualRequest()
+    for model in sharing:
+        request = request.union(model.visual_request(explain=True))
+    answers: list[ModelAnswer] = []
+    with torch.no_grad():
+        started = time.perf_counter()
+        pixels = backbone.preprocess_images([photo])
+        shared: VisualOutput | None = None
+        if sharing:
+            shared = backbone.encode_image(pixels, layers=request.layers, attention=request.attention,
+                                           patch_embeddings=request.patch_embeddings)
+        shared_seconds = time.perf_counter() - started
+        for model, checkpoint in models:
+            vocabulary = build_vocabulary(*vocabulary_args, model.train_pairs or None)
+            model.prompts.check_lengths(vocabulary)
+            model.eval()
+            started = time.perf_counter()
+            own = not shares_vision_pass(model)
+            visual = model.encode_images(pixels, explain=True) if own else shared
+            prediction = model.predict_from_visual(visual, vocabulary, top_k=COMPARE_TOP_K, pixels=pixels)[0]
+            answers.append(ModelAnswer(model.name, model.display_name or model.name, prediction,
+                                       time.perf_counter() - started, own, checkpoint))
+    return answers, shared_seconds
+
+
+def answer_caption(answer: ModelAnswer, shared_seconds: float) -> str:
+    """Time and training status under a model's column."""
+    if answer.own_pass:
+        timing = f"{answer.seconds * 1000:.0f} ms (its own pass through the photo)"
+    else:
+        timing = f"{(answer.seconds + shared_seconds) * 1000:.0f} ms ({shared_seconds * 1000:.0f} shared + " \
+                 f"{answer.seconds * 1000:.0f} own)"
+    if answer.name == "clip":
+        status = "nothing to train"
+    elif answer.prediction.trained:
+        status = f"trained: `{Path(answer.checkpoint).name}`"
+    else:
+        status = "untrained: ranks like the CLIP baseline"
+    return f"{timing}; {status}"
+
+
+def build_compare_tab(state: AppState, examples: list[str], concurrency_limit: int) -> None:
+    """Lay out the Compare tab and wire its events."""
+    names = state.model_names()
+    gr.Markdown("The same photo through every model at once. The photo is read by the shared network once; each "
+                "model then adds its own step, and the time under each column is what that model cost.")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=4, min_width=300):
+            image = gr.Image(type="filepath", image_mode=None, label="Your photo", height=260,
+                             sources=["upload", "clipboard", "webcam"], elem_id="compare-image")
+            gr.Examples(examples=[[path] for path in examples], inputs=[image], label="Or click an example",
+                        cache_examples=False, api_name="compare_load_example",
+                        example_labels=[Path(path).stem for path in examples])
+            run = gr.Button("Compare all models", variant="primary", elem_id="compare-button")
+            with gr.Accordion("What to look for", open=False):
+                states = gr.Textbox(DEFAULT_STATES, label="States", lines=2)
+                objects = gr.Textbox(DEFAULT_OBJECTS, label="Objects", lines=2)
+                world = gr.Radio(WORLD_CHOICES, value=WORLD_OPEN, label="Which combinations to consider")
+                pairs = gr.Textbox("", label="Pairs to consider (one 'state object' a line)", lines=3, visible=False)
+                use_checkpoints = gr.Checkbox(True, label="Use each model's newest trained weights when there are any")
+        with gr.Column(scale=8):
+            summary = gr.Markdown("")
+            columns: list[Any] = []
+            with gr.Row():
+                for name in names:
+                    with gr.Column(min_width=180):
+                        label = gr.Label(label=state.display_name(name), num_top_classes=COMPARE_TOP_K,
+                                         elem_id=f"compare-{name}")
+                        caption = gr.Markdown("")
+                        columns += [label, caption]
+
+    @friendly_errors
+    def on_compare(image_value, states_text, objects_text, world_value, pairs_text, use_checkpoints_value):
+        """Rank the photo's compositions with every model, timing each."""
+        photo = read_photo(image_value)
+        answers, shared_seconds = compare_models(state, photo, (states_text, objects_text, world_value, pairs_text),
+                                                 bool(use_checkpoints_value))
+        outputs: list[Any] = [f"Shared pass through the photo: **{shared_seconds * 1000:.0f} ms** on "
+                              f"{state.backbone.device}."]
+        by_name = {answer.name: answer for answer in answers}
+        for name in names:
+            answer = by_name[name]
+            outputs += [ranking_confidences(answer.prediction), answer_caption(answer, shared_seconds)]
+        return outputs
+
+    run.click(on_compare, inputs=[image, states, objects, world, pairs, use_checkpoints], outputs=[summary, *columns],
+              api_name="compare", preprocess=False, concurrency_limit=concurrency_limit, concurrency_id="predict")
+    world.change(pair_box_visibility, inputs=[world], outputs=[pairs], api_name="compare_world_changed")

@@ -1,0 +1,181 @@
+"""The Evaluate tab: a checkpoint on a dataset, or a saved scores .npz, gives the seen-unseen accuracy
+curve (AUC shaded, best HM marked) and the metrics table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from PIL import Image
+
+from .datasets import build_dataset_picker, dataset_spec
+from .explain import RENDER_LOCK, figure_to_image
+from .inputs import InputError, friendly_errors, uploaded_path
+from .predict import model_summary
+from .state import AppState, dataset_vocabulary, gpu_function
+
+SOURCE_MODEL = "A model on a dataset"
+SOURCE_SCORES = "A saved scores file (.npz)"
+PHASES = [("Test photos", "test"), ("Validation photos", "val")]
+METRIC_ROWS = (("best_seen", "Best seen accuracy", "photos of combinations seen in training"),
+               ("best_unseen", "Best unseen accuracy", "photos of new combinations"),
+               ("best_hm", "Best harmonic mean (HM)", "the best balance of seen and unseen"),
+               ("AUC", "Area under the curve (AUC)", "a summary of every trade-off"),
+               ("attr_acc", "State accuracy", "the state of the top answer is right"),
+               ("obj_acc", "Object accuracy", "the object of the top answer is right"))
+
+
+def best_hm_index(seen: np.ndarray, unseen: np.ndarray) -> int:
+    """Index of the curve point with the highest harmonic mean (0 where either accuracy is 0)."""
+    total = seen + unseen
+    harmonic = np.where((seen > 0) & (unseen > 0), 2 * seen * unseen / np.where(total > 0, total, 1), 0.0)
+    return int(np.argmax(harmonic))
+
+
+def curve_image(metrics: dict[str, Any], title: str) -> Image.Image:
+    """Seen accuracy against unseen accuracy over the calibration biases, AUC shaded, best HM marked."""
+    seen = 100 * np.asarray(metrics["seen_curve"], dtype=np.float64)
+    unseen = 100 * np.asarray(metrics["unseen_curve"], dtype=np.float64)
+    order = np.argsort(unseen, kind="stable")
+    best = best_hm_index(seen, unseen)
+    with RENDER_LOCK:
+        figure = Figure(figsize=(6.0, 5.2), dpi=100)
+        axis = figure.add_subplot(1, 1, 1)
+        axis.fill_between(unseen[order], seen[order], color="#4c72b0", alpha=0.18,
+                          label=f"AUC = {100 * float(metrics['AUC']):.2f}")
+        axis.plot(unseen[order], seen[order], color="#4c72b0", marker="o", markersize=3, linewidth=1.8,
+                  label="each calibration bias")
+        axis.scatter([unseen[best]], [seen[best]], s=120, color="#dd8452", zorder=5, edgecolor="black",
+                     label=f"best HM = {100 * float(metrics['best_hm']):.2f} (seen {seen[best]:.1f}%, "
+                           f"unseen {unseen[best]:.1f}%)")
+        axis.set_xlabel("Unseen accuracy (%): new combinations")
+        axis.set_ylabel("Seen accuracy (%): combinations seen in training")
+        axis.set_xlim(0, max(5.0, float(unseen.max()) * 1.15))
+        axis.set_ylim(0, max(5.0, float(seen.max()) * 1.15))
+        axis.set_title(title, fontsize=11)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1, frameon=False)
+        axis.spines[["top", "right"]].set_visible(False)
+        figure.tight_layout()
+        return figure_to_image(figure)
+
+
+def metrics_table(metrics: dict[str, Any]) -> pd.DataFrame:
+    """The headline metrics in percent, with what each means."""
+    rows = [[label, round(100 * float(metrics[key]), 2), meaning]
+            for key, label, meaning in METRIC_ROWS if key in metrics]
+    return pd.DataFrame(rows, columns=["Metric", "Value (%)", "What it measures"])
+
+
+def metrics_summary(metrics: dict[str, Any], where: str) -> str:
+    """Two plain sentences about the result."""
+    return (f"On {where}, the model is right on **{100 * float(metrics['best_seen']):.1f}%** of photos of combinations "
+            f"it saw in training at best, and on **{100 * float(metrics['best_unseen']):.1f}%** of photos of new "
+            f"combinations at best. The curve shows the trade-off between the two as the model is nudged toward "
+            f"new combinations; the orange dot is the best balance (HM).")
+
+
+def metrics_from_scores_file(path: str) -> dict[str, Any]:
+    """CZSL metrics of a scores .npz (scores, pairs, labels, seen; optional candidates, feasibility)."""
+    from ..evaluation import StreamingEvaluator, load_metrics_inputs
+
+    inputs = load_metrics_inputs(Path(path))
+    try:
+        evaluator = StreamingEvaluator(inputs["pair_states"], inputs["pair_objects"], inputs["seen"],
+                                       inputs["candidates"], inputs["feasibility"], inputs["threshold"])
+        evaluator.update(inputs["scores"], inputs["labels"])
+        return evaluator.compute().to_dict()
+    except ValueError as error:
+        raise InputError(f"The scores file cannot be evaluated: {error}") from None
+
+
+@gpu_function
+def metrics_of_model(state: AppState, model_name: str, checkpoint: str | None, spec: str, phase: str,
+                     open_world: bool, progress: gr.Progress | None = None) -> tuple[dict[str, Any], str]:
+    """CZSL metrics of a model (untrained or a checkpoint) on a dataset phase, and the dataset's name."""
+    from ..data import load_dataset
+    from ..model_eval import evaluate_model
+
+    dataset = load_dataset(spec)
+    state.remember_dataset(dataset_vocabulary(dataset))
+    model = state.get_model(model_name, checkpoint)
+
+    def report(done: int, total: int) -> None:
+        if progress is not None:
+            progress(done / max(total, 1), desc=f"{done} of {total} photos")
+
+    try:
+        metrics = evaluate_model(model, dataset, phase=phase, open_world=open_world, progress=report)
+    except ValueError as error:
+        raise InputError(f"Cannot evaluate on this dataset: {error}.") from None
+    return metrics.to_dict(), dataset.name
+
+
+def build_evaluate_tab(state: AppState) -> None:
+    """Lay out the Evaluate tab and wire its events."""
+    names = state.model_names()
+    default_model = "msci" if "msci" in names else names[0]
+    gr.Markdown("How good is a model? It is shown photos whose answer is known, some of combinations it saw in "
+                "training and some of new ones, and this page draws how often it is right on each kind.")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=4, min_width=300):
+            source = gr.Radio([SOURCE_MODEL, SOURCE_SCORES], value=SOURCE_MODEL, label="What to evaluate")
+            with gr.Group(visible=True) as model_group:
+                model = gr.Dropdown([(state.display_name(name), name) for name in names], value=default_model,
+                                    label="Model", elem_id="evaluate-model")
+                summary = gr.Markdown(model_summary(state, default_model))
+                checkpoint = gr.Dropdown(state.checkpoint_choices(default_model),
+                                         value=state.newest_checkpoint(default_model), label="Trained weights",
+                                         allow_custom_value=True)
+                picker = build_dataset_picker("evaluate")
+                phase = gr.Radio(PHASES, value="test", label="Which photos")
+                open_world = gr.Checkbox(False, label="Consider every state with every object (open world)")
+            scores_file = gr.File(label="Scores file (.npz with scores, pairs, labels, seen)", file_types=[".npz"],
+                                  visible=False, elem_id="evaluate-scores")
+            run = gr.Button("Evaluate", variant="primary", elem_id="evaluate-button")
+        with gr.Column(scale=6):
+            summary_text = gr.Markdown("")
+            curve = gr.Image(label="Seen vs unseen accuracy", interactive=False, format="png", elem_id="evaluate-curve")
+            table = gr.Dataframe(label="Metrics", interactive=False, elem_id="evaluate-table")
+
+    @friendly_errors
+    def on_evaluate(source_value, model_name, checkpoint_value, dataset_source, upload, server_path, phase_value,
+                    open_world_value, scores_value, progress=gr.Progress()):
+        """Evaluate a model on a dataset, or a saved scores file; returns the summary, curve and table."""
+        if source_value == SOURCE_SCORES:
+            path = uploaded_path(scores_value)
+            if path is None:
+                raise InputError("Upload a scores .npz file first.")
+            metrics = metrics_from_scores_file(path)
+            where = f"the photos in {Path(path).name}"
+            title = Path(path).name
+        else:
+            spec = dataset_spec(dataset_source, upload, server_path)
+            metrics, dataset_name = metrics_of_model(state, model_name, checkpoint_value, spec, phase_value or "test",
+                                                     bool(open_world_value), progress)
+            phase_name = "validation" if phase_value == "val" else "test"
+            world = "open world" if open_world_value else "closed world"
+            where = f"the {phase_name} photos of {dataset_name} ({world})"
+            title = f"{state.display_name(model_name)} on {dataset_name}, {phase_name} ({world})"
+        return metrics_summary(metrics, where), curve_image(metrics, title), metrics_table(metrics)
+
+    run.click(on_evaluate, inputs=[source, model, checkpoint, *picker.inputs, phase, open_world, scores_file],
+              outputs=[summary_text, curve, table], api_name="evaluate", concurrency_id="evaluate",
+              concurrency_limit=1)
+    def on_source(value):
+        """Show the model and dataset choices, or the scores file upload."""
+        return gr.update(visible=value == SOURCE_MODEL), gr.update(visible=value == SOURCE_SCORES)
+
+    source.change(on_source, inputs=[source], outputs=[model_group, scores_file], api_name="evaluate_source_changed")
+
+    @friendly_errors
+    def on_model_change(model_name):
+        """The checkpoints of a model and a sentence about it."""
+        return (gr.update(choices=state.checkpoint_choices(model_name), value=state.newest_checkpoint(model_name)),
+                model_summary(state, model_name))
+
+    model.change(on_model_change, inputs=[model], outputs=[checkpoint, summary], api_name="evaluate_model_changed")

@@ -1,0 +1,121 @@
+"""Turning what visitors type and upload into library objects, and library errors into clear
+messages (gr.Error) instead of stack traces."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+from typing import Any, Callable, Iterable, TypeVar
+
+import gradio as gr
+from PIL import Image
+
+from ..backbone import BackboneError
+from ..images import ImageError, load_image
+from ..registry import CheckpointError
+from ..vocab import Vocabulary, VocabularyError
+
+LOGGER = logging.getLogger(__name__)
+WORLD_OPEN = "Every state with every object"
+WORLD_CLOSED = "Only the pairs I list"
+WORLD_CHOICES = [WORLD_OPEN, WORLD_CLOSED]
+
+Function = TypeVar("Function", bound=Callable[..., Any])
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """Library errors whose message is written for the person using the app."""
+    types: list[type[BaseException]] = [BackboneError, CheckpointError, ImageError, VocabularyError]
+    try:
+        from ..data import DatasetError
+
+        types.append(DatasetError)
+    except ImportError:  # the dataset module is optional for prediction-only installs
+        pass
+    try:
+        from ..train import TrainError
+
+        types.append(TrainError)
+    except ImportError:
+        pass
+    try:
+        from ..evaluation import MetricsInputError
+
+        types.append(MetricsInputError)
+    except ImportError:
+        pass
+    return tuple(types)
+
+
+class InputError(ValueError):
+    """A problem with what the visitor entered, found by the UI itself."""
+
+
+def friendly_errors(function: Function) -> Function:
+    """Show library and input errors as their own message; anything else as a short notice, logged."""
+    expected = (InputError, *user_error_types())
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except gr.Error:
+            raise
+        except expected as error:
+            raise gr.Error(str(error), print_exception=False) from None
+        except Exception as error:  # unexpected: keep the traceback in the server log, not on screen
+            LOGGER.exception("Unexpected error in %s", function.__name__)
+            raise gr.Error(f"Something went wrong ({type(error).__name__}: {error}). "
+                           "The details are in the server log.", print_exception=False) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def uploaded_path(payload: Any) -> str | None:
+    """The server-side path of an upload, whether Gradio passed a path or its raw file payload."""
+    if payload is None:
+        return None
+    if isinstance(payload, (str, Path)):
+        return str(payload)
+    if isinstance(payload, dict):
+        return payload.get("path") or None
+    path = getattr(payload, "path", None)
+    return str(path) if path else None
+
+
+def read_photo(payload: Any) -> Image.Image:
+    """The uploaded photo as RGB, with the library's checks (not an image, too many pixels...)."""
+    path = uploaded_path(payload)
+    if path is None:
+        raise InputError("Add a photo first: upload one, paste one, or click an example below it.")
+    return load_image(path)
+
+
+def build_vocabulary(states: str, objects: str, world: str, pairs: str | None,
+                     seen_pairs: Iterable[Iterable[str]] | None = None) -> Vocabulary:
+    """A Vocabulary from the text boxes; seen pairs come from a checkpoint's training pairs."""
+    seen = [tuple(pair) for pair in seen_pairs] if seen_pairs else None
+    if world == WORLD_CLOSED:
+        if not (pairs or "").strip():
+            raise InputError("The pair list is empty: write one 'state object' pair a line, or choose "
+                             f"'{WORLD_OPEN}'.")
+        return Vocabulary.build(states or "", objects or "", pairs=pairs, seen_pairs=seen)
+    return Vocabulary.build(states or "", objects or "", seen_pairs=seen)
+
+
+def clamp_int(value: Any, low: int, high: int, default: int) -> int:
+    """An integer setting from a slider or an API call, kept in range."""
+    try:
+        number = int(round(float(value)))
+    except (TypeError, ValueError):
+        return default
+    return max(low, min(high, number))
+
+
+def as_float(value: Any, default: float = 0.0) -> float:
+    """A float setting from a slider or an API call."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return default

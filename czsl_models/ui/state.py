@@ -1,0 +1,190 @@
+"""What the app shares between visitors: the one backbone, a lazily filled model cache, the
+vocabularies of loaded datasets, and the ZeroGPU decorator."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from ..backbone import TINY_BACKBONE, Backbone, BackboneError, get_backbone, parse_backbone_spec
+from ..models.base import CompositionModel
+from ..registry import (CheckpointError, list_local_checkpoints, list_models, load_model, model_class,
+                        read_checkpoint_config, resolve_checkpoint, weights_dir)
+
+LOGGER = logging.getLogger(__name__)
+FALLBACK_BANNER = "Offline and no cached weights: running on a tiny random backbone, predictions are random."
+TINY_BANNER = "Running on the tiny random test backbone: predictions are random."
+MAX_CACHED_MODELS = 8
+UNTRAINED = ""  # checkpoint value of a model's untrained start (the CLIP baseline)
+
+Function = TypeVar("Function", bound=Callable[..., Any])
+
+
+def _zero_gpu_decorator() -> Callable[[Function], Function]:
+    """spaces.GPU on a Hugging Face ZeroGPU Space, otherwise a decorator that changes nothing."""
+    try:
+        import spaces  # only installed on Spaces
+    except ImportError:
+        return lambda function: function
+    return spaces.GPU
+
+
+gpu_function = _zero_gpu_decorator()
+
+
+@dataclass
+class DatasetVocabulary:
+    """The words and pairs of a dataset someone loaded, offered as a Predict preset."""
+
+    name: str
+    states: list[str]
+    objects: list[str]
+    pairs: list[tuple[str, str]]
+    seen_pairs: list[tuple[str, str]]
+
+
+def load_app_backbone(requested: str | None, device: str | None = None) -> tuple[Backbone, str | None]:
+    """The requested backbone, or the tiny one with a banner when its weights cannot be had."""
+    spec = parse_backbone_spec(requested)
+    if spec.kind == "tiny":
+        return get_backbone(spec, device), TINY_BANNER
+    try:
+        return get_backbone(spec, device), None
+    except BackboneError as error:
+        LOGGER.warning("%s Falling back to the tiny backbone.", error)
+        return get_backbone(TINY_BACKBONE, device), FALLBACK_BANNER
+
+
+@dataclass
+class AppState:
+    """Shared, thread-safe state of one running app."""
+
+    backbone: Backbone
+    banner: str | None = None
+    weights: Path = field(default_factory=weights_dir)
+    training: Any = None  # the Train tab's TrainingManager, once built (tests and shutdown reach it here)
+    _models: "OrderedDict[tuple[str, str, float], CompositionModel]" = field(default_factory=OrderedDict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _loading_locks: dict[tuple[str, str, float], threading.Lock] = field(default_factory=dict)
+    _datasets: "OrderedDict[str, DatasetVocabulary]" = field(default_factory=OrderedDict)
+
+    @property
+    def backbone_spec(self) -> str:
+        """The spec string of the shared backbone."""
+        return self.backbone.name
+
+    # ------------------------------------------------------------------ models
+    def model_names(self) -> list[str]:
+        """Registered models, baseline first."""
+        return list_models()
+
+    def trainable_model_names(self) -> list[str]:
+        """Models with something to learn (every one but the CLIP baseline)."""
+        return [name for name in list_models() if name != "clip"]
+
+    @staticmethod
+    def display_name(name: str) -> str:
+        """The human name of a model."""
+        cls = model_class(name)
+        return cls.display_name or name
+
+    def checkpoint_choices(self, name: str) -> list[tuple[str, str]]:
+        """(label, value) pairs for the checkpoint menu: the untrained start, then local folders of
+        this model trained on this app's backbone, newest first."""
+        choices = [("None: untrained start (ranks like the CLIP baseline)", UNTRAINED)]
+        if name == "clip":
+            return [("None needed: the CLIP baseline learns nothing", UNTRAINED)]
+        for info in list_local_checkpoints(self.weights):
+            if info.model_type == name and info.backbone == self.backbone_spec:
+                choices.append((f"{info.path.name} ({info.states} states, {info.objects} objects)", str(info.path)))
+        return choices
+
+    def newest_checkpoint(self, name: str) -> str:
+        """The newest local checkpoint of a model on this backbone, or UNTRAINED."""
+        choices = self.checkpoint_choices(name)
+        return choices[1][1] if len(choices) > 1 else UNTRAINED
+
+    def _cache_key(self, name: str, checkpoint: str) -> tuple[str, str, float]:
+        if checkpoint == UNTRAINED:
+            return name, UNTRAINED, 0.0
+        weights_file = Path(checkpoint) / "model.safetensors"
+        # A local folder that training rewrote must be loaded again, so its file time is part of the key.
+        stamp = weights_file.stat().st_mtime if weights_file.is_file() else 0.0
+        return name, checkpoint, stamp
+
+    def get_model(self, name: str, checkpoint: str | None = None) -> CompositionModel:
+        """A model ready for inference: cached by (name, checkpoint); loaded once even when many ask at once."""
+        checkpoint = (checkpoint or UNTRAINED).strip()
+        model_class(name)  # unknown names fail here with the registry's message
+        key = self._cache_key(name, checkpoint)
+        with self._lock:
+            model = self._models.get(key)
+            if model is not None:
+                self._models.move_to_end(key)
+                return model
+            loading_lock = self._loading_locks.setdefault(key, threading.Lock())
+        with loading_lock:
+            with self._lock:
+                model = self._models.get(key)
+            if model is None:
+                model = self._load(name, checkpoint)
+                with self._lock:
+                    self._models[key] = model
+                    while len(self._models) > MAX_CACHED_MODELS:
+                        self._models.popitem(last=False)
+            with self._lock:
+                self._loading_locks.pop(key, None)
+        return model
+
+    def _load(self, name: str, checkpoint: str) -> CompositionModel:
+        if checkpoint == UNTRAINED:
+            model = load_model(name, backbone=self.backbone_spec)
+            model.eval()
+            return model
+        directory = resolve_checkpoint(checkpoint)
+        config = read_checkpoint_config(directory)
+        if config["model_type"] != name:
+            raise CheckpointError(
+                f"{checkpoint} holds a {self.display_name(config['model_type'])} checkpoint; choose that model "
+                f"or another checkpoint.")
+        trained_on = config.get("backbone")
+        if trained_on != self.backbone_spec:
+            raise CheckpointError(
+                f"{checkpoint} was trained with the backbone {trained_on}, but this app runs {self.backbone_spec}. "
+                f"Start the app with --backbone {trained_on} to use it.")
+        return load_model(name, checkpoint=directory)
+
+    # ---------------------------------------------------------------- datasets
+    def remember_dataset(self, vocabulary: DatasetVocabulary) -> None:
+        """Offer a loaded dataset's vocabulary in Predict (the most recent few)."""
+        with self._lock:
+            self._datasets.pop(vocabulary.name, None)
+            self._datasets[vocabulary.name] = vocabulary
+            while len(self._datasets) > 5:
+                self._datasets.popitem(last=False)
+
+    def dataset_vocabularies(self) -> list[DatasetVocabulary]:
+        """Vocabularies of the datasets loaded so far, newest first."""
+        with self._lock:
+            return list(reversed(self._datasets.values()))
+
+
+def dataset_vocabulary(dataset: Any) -> DatasetVocabulary:
+    """The vocabulary of a loaded CompositionDataset."""
+    return DatasetVocabulary(
+        name=dataset.name,
+        states=list(dataset.states),
+        objects=list(dataset.objects),
+        pairs=[tuple(pair) for pair in dataset.candidate_pairs("test")],
+        seen_pairs=[tuple(pair) for pair in dataset.train_pairs],
+    )
+
+
+def default_backbone_request() -> str | None:
+    """The backbone asked for by CZSL_BACKBONE, if any."""
+    return os.environ.get("CZSL_BACKBONE") or None

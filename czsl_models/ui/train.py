@@ -1,0 +1,358 @@
+"""The Train tab: fine-tune a model in a background thread (never in the way of predictions), with a
+live progress bar, loss curve and per-epoch metrics, Stop, and publishing to the Hub."""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from ..registry import list_local_checkpoints
+from .datasets import build_dataset_picker, dataset_spec
+from .inputs import InputError, as_float, clamp_int, friendly_errors, user_error_types
+from .state import AppState, dataset_vocabulary
+
+LOGGER = logging.getLogger(__name__)
+POLL_SECONDS = 1.0
+MAX_PLOTTED_STEPS = 1500
+MAX_MESSAGES = 12
+PRESET_CHOICES = [("Fast: learns from the photos' features, computed once", "fast"),
+                  ("As in the papers: image augmentation (and MSCI's adapters); much slower", "paper")]
+EPOCH_HEADERS = ["Epoch", "Training loss", "Seen %", "Unseen %", "HM %", "AUC %", "Kept"]
+
+
+@dataclass
+class TrainingRun:
+    """What the app knows about one training run; updated by the trainer's callbacks."""
+
+    model: str
+    dataset: str
+    out: Path
+    started: float = field(default_factory=time.time)
+    total_steps: int = 0
+    step: int = 0
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+    result: Any = None
+    error: str | None = None
+    ended: float | None = None
+    stop_requested: bool = False
+
+    @property
+    def running(self) -> bool:
+        """True until the trainer returns or fails."""
+        return self.ended is None
+
+
+class _Progress:
+    """The trainer's callback: records progress under the manager's lock."""
+
+    def __init__(self, run: TrainingRun, lock: threading.Lock) -> None:
+        self.run = run
+        self.lock = lock
+
+    def on_start(self, total_steps: int) -> None:
+        """Remember how many steps the run has."""
+        with self.lock:
+            self.run.total_steps = int(total_steps)
+
+    def on_step(self, step: int, loss: float) -> None:
+        """Record one step's loss."""
+        with self.lock:
+            self.run.step = int(step)
+            self.run.losses.append((int(step), float(loss)))
+
+    def on_epoch(self, epoch: int, metrics: dict[str, Any]) -> None:
+        """Record an epoch's loss and validation metrics."""
+        with self.lock:
+            self.run.epochs.append(dict(metrics, epoch=epoch))
+
+    def on_message(self, text: str) -> None:
+        """Keep the latest status lines."""
+        with self.lock:
+            self.run.messages = (self.run.messages + [str(text)])[-MAX_MESSAGES:]
+
+    def on_end(self, result: Any) -> None:
+        """Keep the result (the thread marks the run ended when train() returns)."""
+        with self.lock:
+            self.run.result = result
+
+
+class TrainingManager:
+    """One training run at a time per app, in a background thread with its own model instance."""
+
+    def __init__(self, state: AppState) -> None:
+        self.state = state
+        self._lock = threading.Lock()
+        self._run: TrainingRun | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, model: str, spec: str, dataset_name: str, preset: str, epochs: int, lr: float) -> TrainingRun:
+        """Start a run into a new folder under weights/; refuse while another is running."""
+        from ..train import TrainConfig, check_config
+
+        with self._lock:
+            if self._run is not None and self._run.running:
+                raise InputError("A training run is already going on. Wait for it to end, or press Stop.")
+            safe_name = re.sub(r"[^A-Za-z0-9._-]+", "-", dataset_name).strip("-.")[:40] or "dataset"
+            out = self.state.weights / f"{model}-{safe_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+            config = TrainConfig(model=model, dataset=spec, out=str(out), backbone=self.state.backbone_spec,
+                                 preset=preset, epochs=epochs, lr=lr, cpu=self.state.backbone.device.type == "cpu")
+            check_config(config)
+            run = TrainingRun(model=model, dataset=dataset_name, out=out)
+            self._run = run
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._work, args=(config, run, self._stop), daemon=True,
+                                            name=f"train-{model}")
+            self._thread.start()
+            return run
+
+    def _work(self, config: Any, run: TrainingRun, stop: threading.Event) -> None:
+        from ..train import train
+
+        try:
+            train(config, callback=_Progress(run, self._lock), stop=stop)
+        except user_error_types() + (ValueError,) as error:
+            with self._lock:
+                run.error = str(error)
+        except Exception as error:  # keep the app alive; the trace goes to the server log
+            LOGGER.exception("Training failed")
+            with self._lock:
+                run.error = f"{type(error).__name__}: {error}"
+        finally:
+            with self._lock:
+                run.ended = time.time()
+
+    def stop(self) -> bool:
+        """Ask the running run to stop after its current step; False when nothing runs."""
+        with self._lock:
+            if self._run is None or not self._run.running:
+                return False
+            self._run.stop_requested = True
+            self._stop.set()
+            return True
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the current run's thread (for tests and shutdown); True when it ended."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        return thread is None or not thread.is_alive()
+
+    def snapshot(self) -> TrainingRun | None:
+        """A copy of the current run's state, safe to read without the lock."""
+        with self._lock:
+            if self._run is None:
+                return None
+            run = self._run
+            return TrainingRun(model=run.model, dataset=run.dataset, out=run.out, started=run.started,
+                               total_steps=run.total_steps, step=run.step, losses=list(run.losses),
+                               epochs=[dict(e) for e in run.epochs], messages=list(run.messages), result=run.result,
+                               error=run.error, ended=run.ended, stop_requested=run.stop_requested)
+
+
+# ------------------------------------------------------------------ views of a run
+def _percent(value: Any) -> float | None:
+    return None if value is None else round(100 * float(value), 2)
+
+
+def epoch_table(run: TrainingRun | None) -> pd.DataFrame:
+    """One row per finished epoch: loss and validation seen / unseen / HM / AUC in percent."""
+    rows = []
+    for entry in (run.epochs if run else []):
+        validation = entry.get("validation") or {}
+        rows.append([entry.get("epoch"), round(float(entry.get("train_loss", float("nan"))), 4),
+                     _percent(validation.get("best_seen")), _percent(validation.get("best_unseen")),
+                     _percent(validation.get("best_hm")), _percent(validation.get("AUC")),
+                     "✓" if entry.get("best") else ""])
+    return pd.DataFrame(rows, columns=EPOCH_HEADERS)
+
+
+def loss_frame(run: TrainingRun | None) -> pd.DataFrame:
+    """The loss per step (thinned to at most MAX_PLOTTED_STEPS points)."""
+    losses = run.losses if run else []
+    stride = max(1, len(losses) // MAX_PLOTTED_STEPS)
+    points = losses[::stride]
+    return pd.DataFrame({"step": [p[0] for p in points], "loss": [p[1] for p in points]})
+
+
+def progress_html(run: TrainingRun | None) -> str:
+    """A progress bar and one line of status in plain words."""
+    if run is None:
+        return "<p>No training has run yet. Choose a dataset and a model, then press <b>Start training</b>.</p>"
+    total = max(run.total_steps, 1)
+    fraction = min(1.0, run.step / total) if run.total_steps else 0.0
+    elapsed = (run.ended or time.time()) - run.started
+    if run.running:
+        if run.stop_requested:
+            status = "Stopping after the current step…"
+        elif not run.total_steps:
+            status = "Preparing: loading the dataset and reading the photos once…"
+        else:
+            remaining = elapsed / max(run.step, 1) * (run.total_steps - run.step) if run.step else None
+            left = f", about {_duration(remaining)} left" if remaining is not None else ""
+            status = f"Training {html.escape(run.model)}: step {run.step} of {run.total_steps}{left}."
+    else:
+        status = html.escape(_end_status(run))
+    return (f'<div id="train-progress"><progress value="{fraction:.4f}" max="1" style="width:100%;height:18px">'
+            f"</progress><p>{round(100 * fraction)}% · {_duration(elapsed)} so far. {status}</p></div>")
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+def _end_status(run: TrainingRun) -> str:
+    if run.error:
+        return f"Training failed: {run.error}"
+    result = run.result
+    checkpoint = getattr(result, "checkpoint_dir", None)
+    if getattr(result, "stopped", False):
+        if checkpoint is None:
+            return "Stopped before the first epoch ended, so there is no checkpoint yet."
+        return (f"Stopped. The best checkpoint so far is kept in {checkpoint}; choose it in the Predict tab "
+                f"under 'Trained weights'.")
+    if checkpoint is None:
+        return "Finished, but no checkpoint was written (see the messages)."
+    return f"Finished. The checkpoint is in {checkpoint}; choose it in the Predict tab under 'Trained weights'."
+
+
+def messages_markdown(run: TrainingRun | None) -> str:
+    """The trainer's latest status lines."""
+    if run is None or not run.messages:
+        return ""
+    return "\n".join(f"- {html.escape(line)}" for line in run.messages[-5:])
+
+
+def publishable_checkpoints(state: AppState) -> list[tuple[str, str]]:
+    """Every local checkpoint, newest first, as (label, folder)."""
+    return [(info.label, str(info.path)) for info in list_local_checkpoints(state.weights)]
+
+
+# ------------------------------------------------------------------ layout
+@dataclass
+class TrainTab:
+    """What the app wires to page and tab events (showing a run already going on)."""
+
+    status_outputs: list[Any]
+    status: Any  # function returning the values of status_outputs
+
+
+def build_train_tab(state: AppState) -> TrainTab:
+    """Lay out the Train tab and wire its events."""
+    manager = TrainingManager(state)
+    state.training = manager
+    gr.Markdown("Teach a model from labelled photos. New here? Keep the built-in coloured shapes and press "
+                "**Start training**: it takes about a minute on a laptop with a small backbone. The finished "
+                "model appears in the Predict tab under *Trained weights*.")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=4, min_width=300):
+            picker = build_dataset_picker("train")
+            trainable = state.trainable_model_names()
+            model = gr.Dropdown([(state.display_name(name), name) for name in trainable],
+                                value=trainable[0] if trainable else None, label="Model to train",
+                                elem_id="train-model")
+            preset = gr.Radio(PRESET_CHOICES, value="fast", label="How to train")
+            epochs = gr.Slider(1, 100, value=3, step=1, label="Epochs (passes over the training photos)")
+            learning_rate = gr.Number(0.001, label="Learning rate", minimum=0,
+                                      info="How big each learning step is. The papers use 0.0001 on real datasets; "
+                                           "the shapes example learns faster with 0.001.")
+            with gr.Row():
+                start = gr.Button("Start training", variant="primary", elem_id="train-start")
+                stop = gr.Button("Stop", variant="stop", interactive=False, elem_id="train-stop")
+        with gr.Column(scale=7):
+            progress = gr.HTML(progress_html(None), elem_id="train-progress-box")
+            loss_plot = gr.LinePlot(loss_frame(None), x="step", y="loss", title="Training loss (lower is better)",
+                                    height=260, elem_id="train-loss")
+            table = gr.Dataframe(epoch_table(None), label="After each epoch, on the validation photos",
+                                 interactive=False, elem_id="train-epochs")
+            gr.Markdown("*Seen*: accuracy on combinations seen in training; *Unseen*: on new combinations; "
+                        "*HM*: the best balance of the two; *AUC*: a summary of every trade-off (see About).")
+            messages = gr.Markdown("")
+            with gr.Accordion("Publish a checkpoint to the Hugging Face Hub", open=False):
+                publish_checkpoint = gr.Dropdown(publishable_checkpoints(state), label="Checkpoint",
+                                                 allow_custom_value=False)
+                repo_id = gr.Textbox(label="Repository (owner/name)", placeholder="your-name/msci-shapes")
+                token = gr.Textbox(label="Hugging Face token (write access; used once, never stored)", type="password")
+                private = gr.Checkbox(False, label="Private repository")
+                publish = gr.Button("Publish")
+                published = gr.Markdown("")
+    timer = gr.Timer(POLL_SECONDS, active=False)
+
+    def status():
+        """Progress, loss curve, epoch table, messages, buttons and polling for the current run."""
+        run = manager.snapshot()
+        running = bool(run and run.running)
+        return [progress_html(run), loss_frame(run), epoch_table(run), messages_markdown(run),
+                gr.update(interactive=not running), gr.update(interactive=running), gr.Timer(active=running),
+                gr.update(choices=publishable_checkpoints(state))]
+
+    status_outputs = [progress, loss_plot, table, messages, start, stop, timer, publish_checkpoint]
+
+    @friendly_errors
+    def on_start(source, upload, server_path, model_name, preset_value, epochs_value, lr_value):
+        """Start training a model on a dataset in the background; returns the first status."""
+        from ..data import load_dataset
+
+        if not model_name:
+            raise InputError("Choose a model to train.")
+        learning_rate_value = as_float(lr_value, 0.0)
+        if not learning_rate_value > 0:
+            raise InputError("The learning rate must be a positive number, such as 0.001.")
+        spec = dataset_spec(source, upload, server_path)
+        dataset = load_dataset(spec)
+        if not dataset.splits["train"]:
+            raise InputError(f"{dataset.name} has no training photos.")
+        state.remember_dataset(dataset_vocabulary(dataset))
+        manager.start(model_name, spec, Path(dataset.name).name, preset_value or "fast",
+                      clamp_int(epochs_value, 1, 100, 3), learning_rate_value)
+        return status()
+
+    start.click(on_start, inputs=[*picker.inputs, model, preset, epochs, learning_rate], outputs=status_outputs,
+                api_name="train_start", concurrency_id="train_control", concurrency_limit=1)
+
+    def on_stop():
+        """Stop the running training after its current step (its best checkpoint so far is kept)."""
+        manager.stop()
+        return status()
+
+    stop.click(on_stop, outputs=status_outputs, api_name="train_stop", concurrency_id="train_control")
+    timer.tick(status, outputs=status_outputs, api_name="train_status", show_progress="hidden",
+               concurrency_limit=None)
+
+    @friendly_errors
+    def on_publish(checkpoint_value, repo_value, token_value, private_value):
+        """Upload a checkpoint folder to a Hugging Face model repository."""
+        from ..hub_publish import PublishError, push_checkpoint
+
+        if not checkpoint_value:
+            raise InputError("Choose a checkpoint to publish.")
+        if not (repo_value or "").strip():
+            raise InputError("Type the repository as owner/name.")
+        try:
+            url = push_checkpoint(checkpoint_value, repo_value.strip(), token=(token_value or None),
+                                  private=bool(private_value))
+        except PublishError as error:
+            raise InputError(str(error)) from None
+        return f"Published: [{url}]({url})"
+
+    publish.click(on_publish, inputs=[publish_checkpoint, repo_id, token, private], outputs=[published],
+                  api_name="train_publish", concurrency_id="train_control")
+    return TrainTab(status_outputs=status_outputs, status=status)

@@ -1,0 +1,318 @@
+"""The Gradio app on the tiny backbone, driven through gradio_client on every endpoint: predictions and
+their explanations, menus, Compare, Train (finish, stop, never blocking predictions), Evaluate, bad
+input that must give a clear message while the app keeps serving, and concurrent predictions."""
+
+from __future__ import annotations
+
+import socket
+import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+from czsl_models.presets import DEFAULT_OBJECTS, DEFAULT_STATES
+from czsl_models.ui.datasets import SOURCE_SYNTHETIC, SOURCE_ZIP
+from czsl_models.ui.inputs import WORLD_CLOSED, WORLD_OPEN
+
+EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.jpg"))
+MODELS = ["clip", "msci", "refiner", "svip"]
+VISUAL_SLOTS = 3
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_server(tmp_path_factory):
+    """The app on the tiny backbone, served on 127.0.0.1 with its folders in a temporary directory."""
+    root = tmp_path_factory.mktemp("app")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CZSL_WEIGHTS_DIR", str(root / "weights"))
+        patch.setenv("CZSL_DATA_DIR", str(root / "datasets"))
+        patch.setenv("CZSL_CACHE_DIR", str(root / "cache"))
+        from czsl_models.ui import create_app, launch_options
+
+        demo, state = create_app("tiny")
+        port = free_port()
+        demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options())
+        try:
+            yield demo, state, f"http://127.0.0.1:{port}/", root
+        finally:
+            state.training.stop()
+            state.training.wait(timeout=60)
+            demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(app_server) -> Client:
+    """A gradio_client connected to the app."""
+    return Client(app_server[2], verbose=False)
+
+
+def predict(client: Client, image, model="clip", checkpoint="", states=DEFAULT_STATES, objects=DEFAULT_OBJECTS,
+            world=WORLD_OPEN, pairs="", top_k=5, bias=0.0):
+    """Call /predict; returns its outputs as a dict."""
+    result = client.predict(handle_file(str(image)), model, checkpoint, states, objects, world, pairs, top_k, bias,
+                            api_name="/predict")
+    ranking, note, states_label, objects_label = result[:4]
+    slots = result[4:4 + 2 * VISUAL_SLOTS]
+    visuals = [(slots[2 * i], slots[2 * i + 1]) for i in range(VISUAL_SLOTS)]
+    return {"ranking": ranking, "note": note, "states": states_label, "objects": objects_label,
+            "visuals": [(image_update, caption) for image_update, caption in visuals if image_update.get("visible")],
+            "details": result[-1]}
+
+
+def wait_for_training(client: Client, until, timeout: float = 90.0) -> list:
+    """Poll /train_status until `until(outputs)` holds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        outputs = client.predict(api_name="/train_status")
+        if until(outputs):
+            return outputs
+        time.sleep(0.25)
+    raise AssertionError(f"training status never reached the expected state: {outputs[0]}")
+
+
+def training_ended(outputs) -> bool:
+    """True once the status says the run finished, stopped or failed."""
+    return any(word in outputs[0] for word in ("Finished", "Stopped", "failed"))
+
+
+# ------------------------------------------------------------------ the API surface
+def test_every_event_has_an_api_name(app_server, client):
+    demo = app_server[0]
+    assert all(fn.api_name for fn in demo.fns.values())
+    named = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
+    expected = {"/predict", "/compare", "/train_start", "/train_stop", "/train_status", "/train_publish", "/evaluate",
+                "/predict_model_changed", "/predict_checkpoint_changed", "/predict_preset", "/refresh_predict_menus"}
+    assert expected <= named
+
+
+# ------------------------------------------------------------------ predict
+@pytest.mark.parametrize("model", MODELS)
+def test_predict_ranks_and_explains_with_every_model(client, model):
+    baseline = predict(client, EXAMPLES[1], "clip")
+    answer = predict(client, EXAMPLES[1], model)
+    labels = [item["label"] for item in answer["ranking"]["confidences"]]
+    assert len(labels) == 5 and all(" " in label for label in labels)
+    # Untrained models rank exactly like the CLIP baseline, also through the app.
+    assert labels == [item["label"] for item in baseline["ranking"]["confidences"]]
+    assert answer["details"]["model"] == model and answer["details"]["trained"] is False
+    assert answer["states"]["confidences"] and answer["objects"]["confidences"]
+    assert answer["visuals"], "every model shows at least one explanation picture"
+    for image_update, caption in answer["visuals"]:
+        assert Path(image_update["value"]).is_file() and Image.open(image_update["value"]).width > 100
+        assert caption["value"].startswith("**")
+    if model == "clip":
+        assert "nothing is trained" in answer["note"]
+    else:
+        assert "no trained checkpoint yet" in answer["note"] and "Train" in answer["note"]
+
+
+def test_predict_model_specific_visuals(client):
+    titles = {model: [update["label"] for update, _ in predict(client, EXAMPLES[0], model)["visuals"]]
+              for model in ("msci", "refiner", "svip")}
+    assert titles["msci"][0] == "Local details or the big picture?" and titles["msci"][1].startswith("Where the model")
+    assert titles["refiner"][0] == "What each group of learned questions looked at"
+    assert titles["svip"] == ["Which parts of the photo were kept", "The evidence for each answer"]
+
+
+def test_predict_closed_world_top_k(client):
+    pairs = "striped cat\nwet dog\nhot coffee"
+    answer = predict(client, EXAMPLES[1], "msci", states="striped, wet, hot", objects="cat, dog, coffee",
+                     world=WORLD_CLOSED, pairs=pairs, top_k=10)
+    labels = {item["label"] for item in answer["ranking"]["confidences"]}
+    assert labels == {"striped cat", "wet dog", "hot coffee"}
+    assert abs(sum(item["confidence"] for item in answer["ranking"]["confidences"]) - 1) < 1e-6
+
+
+def test_menus_presets_and_visibility(client):
+    checkpoint_update, summary = client.predict("svip", api_name="/predict_model_changed")
+    assert checkpoint_update["value"] == "" and "SVIP" in summary
+    states, objects, world, pairs = client.predict("Kitchen", "", api_name="/predict_preset")
+    assert "sliced" in states and "apple" in objects and world == WORLD_OPEN and pairs["visible"] is False
+    assert client.predict(WORLD_CLOSED, api_name="/predict_world_changed")["visible"] is True
+    assert client.predict(WORLD_OPEN, api_name="/compare_world_changed")["visible"] is False
+    info, bias, presets = client.predict("", api_name="/predict_checkpoint_changed")
+    assert info == "" and bias["visible"] is False
+    message, _, _ = client.predict("nobody/no-such-checkpoint", api_name="/predict_checkpoint_changed")
+    assert "not in the local cache" in message or "offline" in message.lower()
+    zip_box, _, path_box = client.predict(SOURCE_ZIP, api_name="/train_dataset_source_changed")
+    assert zip_box["visible"] is True and path_box["visible"] is False
+    # The model group is a layout block: the client returns only the file box's update.
+    assert client.predict("A saved scores file (.npz)", api_name="/evaluate_source_changed")["visible"] is True
+    assert client.predict("refiner", api_name="/evaluate_model_changed")[0]["value"] == ""
+    progress = client.predict(api_name="/refresh_train_status")[0]
+    assert "No training has run yet" in progress or "<progress" in progress
+
+
+# ------------------------------------------------------------------ compare
+def test_compare_runs_every_model_with_timings(client):
+    outputs = client.predict(handle_file(str(EXAMPLES[2])), DEFAULT_STATES, DEFAULT_OBJECTS, WORLD_OPEN, "", True,
+                             api_name="/compare")
+    assert "Shared pass" in outputs[0]
+    columns = outputs[1:]
+    assert len(columns) == 2 * len(MODELS)
+    tops = [columns[2 * i]["confidences"][0]["label"] for i in range(len(MODELS))]
+    assert len(set(tops)) == 1, "untrained models share the baseline's answer"
+    for i in range(len(MODELS)):
+        assert len(columns[2 * i]["confidences"]) == 5
+        assert " ms" in columns[2 * i + 1]
+
+
+# ------------------------------------------------------------------ bad input
+def test_bad_inputs_give_clear_messages_and_the_app_keeps_serving(client, tmp_path):
+    text_file = tmp_path / "notes.txt"
+    text_file.write_text("this is not a photo")
+    huge = tmp_path / "huge.png"
+    Image.new("1", (12_000, 12_000)).save(huge)  # 1 bit per pixel: a real 12,000 x 12,000 image, small on disk
+    broken_zip = tmp_path / "broken.zip"
+    broken_zip.write_bytes(b"PK\x03\x04 this zip was cut short")
+    cases = [
+        (lambda: predict(client, text_file), "not an image"),
+        (lambda: predict(client, huge), "megapixels"),
+        (lambda: predict(client, EXAMPLES[0], states=" , ,"), "list of states is empty"),
+        (lambda: predict(client, EXAMPLES[0], objects=""), "list of objects is empty"),
+        (lambda: predict(client, EXAMPLES[0], states=", ".join(f"word{i}" for i in range(10_000))), "limit"),
+        (lambda: predict(client, EXAMPLES[0], world=WORLD_CLOSED, pairs=""), "pair list is empty"),
+        (lambda: predict(client, EXAMPLES[0], checkpoint="nobody/no-such-checkpoint"), "Hub"),
+        (lambda: client.predict(SOURCE_ZIP, handle_file(str(broken_zip)), "", "msci", "fast", 1, 0.001,
+                                api_name="/train_start"), "not a readable zip"),
+        (lambda: client.predict(None, "clip", "", DEFAULT_STATES, DEFAULT_OBJECTS, WORLD_OPEN, "", 5, 0,
+                                api_name="/predict"), "Add a photo first"),
+    ]
+    for call, expected in cases:
+        with pytest.raises(AppError) as caught:
+            call()
+        message = str(caught.value)
+        assert expected in message, message
+        assert "Traceback" not in message
+        # The app still answers after each bad request.
+        assert predict(client, EXAMPLES[0], top_k=1)["ranking"]["confidences"]
+
+
+# ------------------------------------------------------------------ concurrency
+def test_twenty_concurrent_predictions_equal_the_sequential_ones(client):
+    combos = [(EXAMPLES[i % len(EXAMPLES)], MODELS[i % len(MODELS)]) for i in range(4)]
+    sequential = {combo: predict(client, *combo)["details"] for combo in combos}
+    requests = [combos[i % len(combos)] for i in range(20)]
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        results = list(pool.map(lambda combo: predict(client, *combo)["details"], requests))
+    assert len(results) == 20
+    for combo, details in zip(requests, results):
+        expected = sequential[combo]
+        assert [(r["state"], r["object"]) for r in details["ranking"]] == \
+               [(r["state"], r["object"]) for r in expected["ranking"]]
+        assert np.allclose([r["score"] for r in details["ranking"]], [r["score"] for r in expected["ranking"]],
+                           atol=1e-5)
+
+
+# ------------------------------------------------------------------ train
+def test_training_finishes_and_its_checkpoint_reaches_predict(client, app_server):
+    outputs = client.predict(SOURCE_SYNTHETIC, None, "", "msci", "fast", 1, 0.001, api_name="/train_start")
+    # The client leaves out the buttons' updates; the timer's says the page polls while training runs.
+    assert {"active": True, "__type__": "update"} in outputs
+    outputs = wait_for_training(client, training_ended)
+    assert "Finished" in outputs[0], outputs[0]
+    assert len(outputs[2]["data"]) == 1 and outputs[1]["data"], "one epoch row and a loss curve"
+    checkpoint_menu, presets = client.predict("msci", "", api_name="/refresh_predict_menus")
+    trained = checkpoint_menu["value"]
+    assert trained and Path(trained).parent == app_server[3] / "weights"
+    assert any(choice[0].startswith("Dataset: synthetic") for choice in presets["choices"])
+    answer = predict(client, EXAMPLES[0], "msci", checkpoint=trained)
+    assert answer["details"]["trained"] is True and "trained checkpoint" in answer["note"]
+    info, bias, _ = client.predict(trained, api_name="/predict_checkpoint_changed")
+    assert "combinations seen in training" in info and bias["visible"] is True
+    biased = predict(client, EXAMPLES[0], "msci", checkpoint=trained, states="red, blue", objects="circle, square",
+                     bias=20.0)
+    assert any("new combination" in item["label"] or "seen in training" in item["label"]
+               for item in biased["ranking"]["confidences"])
+
+
+def test_stopped_training_keeps_its_checkpoint_and_never_blocks_predictions(client, app_server):
+    client.predict(SOURCE_SYNTHETIC, None, "", "refiner", "fast", 100, 0.001, api_name="/train_start")
+    with pytest.raises(AppError, match="already going on"):
+        client.predict(SOURCE_SYNTHETIC, None, "", "svip", "fast", 1, 0.001, api_name="/train_start")
+    wait_for_training(client, lambda outputs: len(outputs[2]["data"]) >= 1)
+    started = time.monotonic()
+    assert predict(client, EXAMPLES[3], "svip")["ranking"]["confidences"]
+    assert time.monotonic() - started < 30
+    assert not training_ended(client.predict(api_name="/train_status")), "the prediction ran during training"
+    client.predict(api_name="/train_stop")
+    outputs = wait_for_training(client, training_ended)
+    assert "Stopped" in outputs[0] and "best checkpoint so far is kept" in outputs[0]
+    folders = sorted((app_server[3] / "weights").glob("refiner-*"))
+    assert folders and (folders[-1] / "model.safetensors").is_file()
+    assert predict(client, EXAMPLES[0], "refiner", checkpoint=str(folders[-1]))["details"]["trained"] is True
+
+
+def test_publish_without_network_says_why(client, app_server):
+    folders = sorted((app_server[3] / "weights").glob("msci-*"))
+    with pytest.raises(AppError, match="HF_HUB_OFFLINE"):
+        client.predict(str(folders[-1]), "someone/msci-shapes", "hf_not_a_token", False, api_name="/train_publish")
+    with pytest.raises(AppError, match="owner/name"):
+        client.predict(str(folders[-1]), " ", "", False, api_name="/train_publish")
+
+
+# ------------------------------------------------------------------ evaluate
+def test_evaluate_a_checkpoint_on_a_dataset(client, app_server):
+    folders = sorted((app_server[3] / "weights").glob("msci-*"))
+    summary, curve, table = client.predict("A model on a dataset", "msci", str(folders[-1]), SOURCE_SYNTHETIC, None, "",
+                                           "test", False, None, api_name="/evaluate")
+    assert "synthetic:shapes" in summary
+    assert Image.open(curve).size[0] > 300
+    assert [row[0] for row in table["data"]][:4] == ["Best seen accuracy", "Best unseen accuracy",
+                                                      "Best harmonic mean (HM)", "Area under the curve (AUC)"]
+
+
+def test_evaluate_a_scores_file_matches_the_evaluator(client, tmp_path):
+    from czsl_models.evaluation import evaluate_scores
+
+    rng = np.random.default_rng(0)
+    pairs = np.array([[state, obj] for state in ("red", "blue", "green") for obj in ("ball", "cube")])
+    seen = np.array([1, 1, 0, 1, 0, 1], dtype=bool)
+    labels = rng.integers(0, len(pairs), 60)
+    scores = rng.normal(size=(60, len(pairs)))
+    scores[np.arange(60), labels] += 1.0
+    path = tmp_path / "scores.npz"
+    np.savez(path, scores=scores, pairs=pairs, labels=labels, seen=seen)
+    _, state_ids = np.unique(pairs[:, 0], return_inverse=True)
+    _, object_ids = np.unique(pairs[:, 1], return_inverse=True)
+    expected = evaluate_scores(scores, labels, state_ids, object_ids, seen)
+    summary, curve, table = client.predict("A saved scores file (.npz)", "msci", "", SOURCE_SYNTHETIC, None, "", "test",
+                                           False, handle_file(str(path)), api_name="/evaluate")
+    values = {row[0]: row[1] for row in table["data"]}
+    assert values["Best harmonic mean (HM)"] == pytest.approx(100 * expected.best_hm, abs=0.006)
+    assert values["Area under the curve (AUC)"] == pytest.approx(100 * expected.AUC, abs=0.006)
+    broken = tmp_path / "broken.npz"
+    with zipfile.ZipFile(broken, "w") as archive:
+        archive.writestr("scores.npy", b"not numpy")
+    with pytest.raises(AppError, match="npz|array"):
+        client.predict("A saved scores file (.npz)", "msci", "", SOURCE_SYNTHETIC, None, "", "test", False,
+                       handle_file(str(broken)), api_name="/evaluate")
+
+
+# ------------------------------------------------------------------ offline start
+def test_offline_without_cached_weights_falls_back_to_tiny_with_a_banner(monkeypatch):
+    """The default backbone cannot be had offline with an empty cache: the app starts anyway, on the
+    tiny backbone, and says so on the page."""
+    from czsl_models.ui import create_app
+    from czsl_models.ui.state import FALLBACK_BANNER
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", "/nonexistent-hf-home")  # an empty cache, whatever this machine holds
+    started = time.monotonic()
+    demo, state = create_app(None)
+    assert state.backbone.name == "tiny" and state.banner == FALLBACK_BANNER
+    assert FALLBACK_BANNER in str(demo.config)
+    assert time.monotonic() - started < 60
