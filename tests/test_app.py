@@ -4,6 +4,7 @@ input that must give a clear message while the app keeps serving, and concurrent
 
 from __future__ import annotations
 
+import pickle
 import socket
 import time
 import zipfile
@@ -300,6 +301,20 @@ def test_evaluate_a_scores_file_matches_the_evaluator(client, tmp_path):
     with pytest.raises(AppError, match="npz|array"):
         client.predict("A saved scores file (.npz)", "msci", "", SOURCE_SYNTHETIC, None, "", "test", False,
                        handle_file(str(broken)), api_name="/evaluate")
+
+
+# ------------------------------------------------------------------ ZeroGPU
+def test_gpu_entry_points_pickle_their_arguments_and_results(app_server):
+    """On a ZeroGPU Space, spaces.GPU functions run in a forked worker that gets their arguments and
+    returns their results pickled: the app state must travel by reference, results as plain data."""
+    from czsl_models.ui.predict import run_model
+
+    state = app_server[1]
+    photo = Image.open(EXAMPLES[0]).convert("RGB")
+    arguments = (state, "msci", "", photo, ("wet, dry", "cat, dog", WORLD_OPEN, ""), 3, 0.0)
+    assert pickle.loads(pickle.dumps(arguments))[0] is state
+    prediction, facts = pickle.loads(pickle.dumps(run_model(*arguments)))
+    assert facts.name == "msci" and not facts.trained and len(prediction.ranking) == 3
 
 
 # ------------------------------------------------------------------ offline start

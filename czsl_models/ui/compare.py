@@ -99,9 +99,10 @@ def build_compare_tab(state: AppState, examples: list[str], concurrency_limit: i
         with gr.Column(scale=4, min_width=300):
             image = gr.Image(type="filepath", image_mode=None, label="Your photo", height=260,
                              sources=["upload", "clipboard", "webcam"], elem_id="compare-image")
-            gr.Examples(examples=[[path] for path in examples], inputs=[image], label="Or click an example",
-                        cache_examples=False, api_name="compare_load_example",
-                        example_labels=[Path(path).stem for path in examples])
+            example_set = gr.Examples(examples=[[path] for path in examples], inputs=[image],
+                                      label="Or click an example", cache_examples=False,
+                                      api_name="compare_load_example", elem_id="compare-examples",
+                                      example_labels=[Path(path).stem for path in examples])
             run = gr.Button("Compare all models", variant="primary", elem_id="compare-button")
             with gr.Accordion("What to look for", open=False):
                 states = gr.Textbox(DEFAULT_STATES, label="States", lines=2)
@@ -116,7 +117,7 @@ def build_compare_tab(state: AppState, examples: list[str], concurrency_limit: i
                 for name in names:
                     with gr.Column(min_width=180):
                         label = gr.Label(label=state.display_name(name), num_top_classes=COMPARE_TOP_K,
-                                         elem_id=f"compare-{name}")
+                                         show_heading=False, elem_id=f"compare-{name}")
                         caption = gr.Markdown("")
                         columns += [label, caption]
 
@@ -131,9 +132,13 @@ def build_compare_tab(state: AppState, examples: list[str], concurrency_limit: i
         by_name = {answer.name: answer for answer in answers}
         for name in names:
             answer = by_name[name]
-            outputs += [ranking_confidences(answer.prediction), answer_caption(answer, shared_seconds)]
+            # Plain names: narrow columns have no room for "(new combination)".
+            outputs += [ranking_confidences(answer.prediction, mark_seen=False), answer_caption(answer, shared_seconds)]
         return outputs
 
-    run.click(on_compare, inputs=[image, states, objects, world, pairs, use_checkpoints], outputs=[summary, *columns],
-              api_name="compare", preprocess=False, concurrency_limit=concurrency_limit, concurrency_id="predict")
+    event_options = dict(fn=on_compare, inputs=[image, states, objects, world, pairs, use_checkpoints],
+                         outputs=[summary, *columns], preprocess=False, concurrency_limit=concurrency_limit,
+                         concurrency_id="predict")
+    run.click(api_name="compare", **event_options)
+    example_set.load_input_event.then(api_name="compare_example", api_visibility="undocumented", **event_options)
     world.change(pair_box_visibility, inputs=[world], outputs=[pairs], api_name="compare_world_changed")

@@ -95,21 +95,17 @@ def metrics_from_scores_file(path: str) -> dict[str, Any]:
 
 @gpu_function
 def metrics_of_model(state: AppState, model_name: str, checkpoint: str | None, spec: str, phase: str,
-                     open_world: bool, progress: gr.Progress | None = None) -> tuple[dict[str, Any], str]:
-    """CZSL metrics of a model (untrained or a checkpoint) on a dataset phase, and the dataset's name."""
+                     open_world: bool) -> tuple[dict[str, Any], str]:
+    """CZSL metrics of a model (untrained or a checkpoint) on a dataset phase, and the dataset's name
+    (arguments and results pickle, as ZeroGPU wants)."""
     from ..data import load_dataset
     from ..model_eval import evaluate_model
 
     dataset = load_dataset(spec)
     state.remember_dataset(dataset_vocabulary(dataset))
     model = state.get_model(model_name, checkpoint)
-
-    def report(done: int, total: int) -> None:
-        if progress is not None:
-            progress(done / max(total, 1), desc=f"{done} of {total} photos")
-
     try:
-        metrics = evaluate_model(model, dataset, phase=phase, open_world=open_world, progress=report)
+        metrics = evaluate_model(model, dataset, phase=phase, open_world=open_world)
     except ValueError as error:
         raise InputError(f"Cannot evaluate on this dataset: {error}.") from None
     return metrics.to_dict(), dataset.name
@@ -139,12 +135,13 @@ def build_evaluate_tab(state: AppState) -> None:
             run = gr.Button("Evaluate", variant="primary", elem_id="evaluate-button")
         with gr.Column(scale=6):
             summary_text = gr.Markdown("")
-            curve = gr.Image(label="Seen vs unseen accuracy", interactive=False, format="png", elem_id="evaluate-curve")
+            curve = gr.Image(label="Seen vs unseen accuracy", show_label=False, interactive=False, format="png",
+                             elem_id="evaluate-curve")
             table = gr.Dataframe(label="Metrics", interactive=False, elem_id="evaluate-table")
 
     @friendly_errors
     def on_evaluate(source_value, model_name, checkpoint_value, dataset_source, upload, server_path, phase_value,
-                    open_world_value, scores_value, progress=gr.Progress()):
+                    open_world_value, scores_value):
         """Evaluate a model on a dataset, or a saved scores file; returns the summary, curve and table."""
         if source_value == SOURCE_SCORES:
             path = uploaded_path(scores_value)
@@ -156,7 +153,7 @@ def build_evaluate_tab(state: AppState) -> None:
         else:
             spec = dataset_spec(dataset_source, upload, server_path)
             metrics, dataset_name = metrics_of_model(state, model_name, checkpoint_value, spec, phase_value or "test",
-                                                     bool(open_world_value), progress)
+                                                     bool(open_world_value))
             phase_name = "validation" if phase_value == "val" else "test"
             world = "open world" if open_world_value else "closed world"
             where = f"the {phase_name} photos of {dataset_name} ({world})"

@@ -52,15 +52,17 @@ def pair_label(item: RankedPair) -> str:
     return f"{name} (seen in training)" if item.seen else f"{name} (new combination)"
 
 
-def ranking_confidences(prediction: Prediction) -> dict[str, float]:
-    """Top compositions with a softmax confidence over every candidate pair (what gr.Label shows)."""
+def ranking_confidences(prediction: Prediction, mark_seen: bool = True) -> dict[str, float]:
+    """Top compositions with a softmax confidence over every candidate pair (what gr.Label shows);
+    mark_seen adds whether each pair was seen in training, when the checkpoint knows."""
     scores = np.asarray(prediction.scores, dtype=np.float64)
     finite = np.isfinite(scores)
     shifted = np.where(finite, scores - scores[finite].max(), -np.inf)
     probabilities = np.exp(shifted)
     probabilities /= probabilities.sum()
     by_score = {float(s): float(p) for s, p in zip(scores[finite], probabilities[finite])}
-    return {pair_label(item): by_score.get(float(item.score), 0.0) for item in prediction.ranking}
+    return {(pair_label(item) if mark_seen else f"{item.state} {item.object}"): by_score.get(float(item.score), 0.0)
+            for item in prediction.ranking}
 
 
 def marginal_confidences(ranked: Sequence[tuple[str, float]], top: int = 5) -> dict[str, float]:

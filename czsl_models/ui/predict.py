@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from PIL import Image
 
-from ..models.base import CompositionModel, Prediction
+from ..models.base import Prediction
 from ..presets import DEFAULT_OBJECTS, DEFAULT_PRESET, DEFAULT_STATES, VOCABULARY_PRESETS
 from ..registry import CheckpointError, read_checkpoint_config, resolve_checkpoint
 from .explain import Visual, build_visuals, marginal_confidences, ranking_confidences
@@ -39,20 +40,45 @@ class PredictResult:
 
 
 # --------------------------------------------------------------------------- logic
-def model_status_note(model: CompositionModel, checkpoint: str, seconds: float) -> str:
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the page says about the model that answered."""
+
+    name: str
+    display_name: str
+    trained: bool
+    training_steps: int
+    backbone: str
+
+
+def model_status_note(facts: ModelFacts, checkpoint: str, seconds: float) -> str:
     """The sentence beside the results: what model answered and whether its learned parts mean anything."""
-    name = model.display_name or model.name
-    timing = f"Answered in {seconds:.2f} s on {model.backbone.name}."
-    if model.name == "clip":
-        return (f"**{name}**: compares the photo with written descriptions such as 'a photo of a rusty bike'; "
-                f"nothing is trained. {timing}")
-    if not model.is_trained:
-        return (f"⚠️ **{name} has no trained checkpoint yet.** Its ranking is exactly the CLIP baseline's, and the "
-                f"explanation pictures come from parts that have not learned anything yet, so they mean nothing. "
-                f"Train it in the **Train** tab, or pick trained weights under *Model* (a folder in `weights/` or a "
-                f"Hugging Face repo id). {timing}")
+    timing = f"Answered in {seconds:.2f} s on {facts.backbone}."
+    if facts.name == "clip":
+        return (f"**{facts.display_name}**: compares the photo with written descriptions such as 'a photo of a rusty "
+                f"bike'; nothing is trained. {timing}")
+    if not facts.trained:
+        return (f"⚠️ **{facts.display_name} has no trained checkpoint yet.** Its ranking is exactly the CLIP "
+                f"baseline's, and the explanation pictures come from parts that have not learned anything yet, so "
+                f"they mean nothing. Train it in the **Train** tab, or pick trained weights under *Model* (a folder in "
+                f"`weights/` or a Hugging Face repo id). {timing}")
     shown = Path(checkpoint).name if checkpoint else checkpoint
-    return f"**{name}**, trained checkpoint `{shown}` ({int(model.training_steps.item()):,} training steps). {timing}"
+    return (f"**{facts.display_name}**, trained checkpoint `{shown}` ({facts.training_steps:,} training steps). "
+            f"{timing}")
+
+
+@gpu_function
+def run_model(state: AppState, model_name: str, checkpoint: str | None, photo: Image.Image,
+              vocabulary_text: tuple[str, str, str, str | None], top_k: int, bias: float
+              ) -> tuple[Prediction, ModelFacts]:
+    """One photo through one model (the part that needs the GPU; arguments and results pickle, as ZeroGPU wants)."""
+    model = state.get_model(model_name, checkpoint)
+    vocabulary = build_vocabulary(*vocabulary_text, model.train_pairs or None)
+    bias = bias if vocabulary.seen is not None else 0.0
+    prediction = model.predict(photo, vocabulary, top_k=top_k, bias=bias)[0]
+    facts = ModelFacts(model.name, model.display_name or model.name, model.is_trained,
+                       int(model.training_steps.item()), model.backbone.name)
+    return prediction, facts
 
 
 def predict_photo(state: AppState, image: Any, model_name: str, checkpoint: str | None, states: str, objects: str,
@@ -60,10 +86,8 @@ def predict_photo(state: AppState, image: Any, model_name: str, checkpoint: str 
     """Run one prediction and build its explanation visuals."""
     started = time.perf_counter()
     photo = read_photo(image)
-    model = state.get_model(model_name or "clip", checkpoint)
-    vocabulary = build_vocabulary(states, objects, world, pairs, model.train_pairs or None)
-    bias_value = as_float(bias) if vocabulary.seen is not None else 0.0
-    prediction = _predict(model, photo, vocabulary, clamp_int(top_k, 1, MAX_TOP_K, 5), bias_value)
+    prediction, facts = run_model(state, model_name or "clip", checkpoint, photo, (states, objects, world, pairs),
+                                  clamp_int(top_k, 1, MAX_TOP_K, 5), as_float(bias))
     visuals = build_visuals(prediction, photo)
     seconds = time.perf_counter() - started
     details = prediction.to_dict()
@@ -72,16 +96,11 @@ def predict_photo(state: AppState, image: Any, model_name: str, checkpoint: str 
         ranking=ranking_confidences(prediction),
         states=marginal_confidences(prediction.states),
         objects=marginal_confidences(prediction.objects),
-        note=model_status_note(model, checkpoint or UNTRAINED, seconds),
+        note=model_status_note(facts, checkpoint or UNTRAINED, seconds),
         visuals=visuals,
         details=details,
         seconds=seconds,
     )
-
-
-@gpu_function
-def _predict(model: CompositionModel, photo, vocabulary, top_k: int, bias: float) -> Prediction:
-    return model.predict(photo, vocabulary, top_k=top_k, bias=bias)[0]
 
 
 def checkpoint_config(checkpoint: str | None) -> dict[str, Any] | None:
@@ -145,13 +164,18 @@ class PredictTab:
     preset: gr.Dropdown
 
 
+def _sentence(title: str) -> str:
+    """A title as the start of a sentence: ends with a full stop unless it has its own punctuation."""
+    return title if title.endswith(("?", "!", ".")) else title + "."
+
+
 def _visual_updates(visuals: list[Visual]) -> list[Any]:
     updates: list[Any] = []
     for index in range(VISUAL_SLOTS):
         if index < len(visuals):
             visual = visuals[index]
             updates += [gr.update(value=visual.image, label=visual.title, visible=True),
-                        gr.update(value=f"**{visual.title}.** {visual.caption}", visible=True)]
+                        gr.update(value=f"**{_sentence(visual.title)}** {visual.caption}", visible=True)]
         else:
             updates += [gr.update(value=None, visible=False), gr.update(value="", visible=False)]
     return updates

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,18 +61,34 @@ def load_app_backbone(requested: str | None, device: str | None = None) -> tuple
         return get_backbone(TINY_BACKBONE, device), FALLBACK_BANNER
 
 
+_APP_STATES: dict[str, "AppState"] = {}
+
+
+def app_state_by_key(key: str) -> "AppState":
+    """The AppState registered under key (how a pickled AppState is found again, e.g. in ZeroGPU's worker)."""
+    return _APP_STATES[key]
+
+
 @dataclass
 class AppState:
-    """Shared, thread-safe state of one running app."""
+    """Shared, thread-safe state of one running app. Pickles by reference: ZeroGPU runs GPU functions in a
+    forked worker and pickles their arguments; the worker finds its own copy of the state by key."""
 
     backbone: Backbone
     banner: str | None = None
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)
     weights: Path = field(default_factory=weights_dir)
     training: Any = None  # the Train tab's TrainingManager, once built (tests and shutdown reach it here)
     _models: "OrderedDict[tuple[str, str, float], CompositionModel]" = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _loading_locks: dict[tuple[str, str, float], threading.Lock] = field(default_factory=dict)
     _datasets: "OrderedDict[str, DatasetVocabulary]" = field(default_factory=OrderedDict)
+
+    def __post_init__(self) -> None:
+        _APP_STATES[self.key] = self
+
+    def __reduce__(self):
+        return app_state_by_key, (self.key,)
 
     @property
     def backbone_spec(self) -> str:
