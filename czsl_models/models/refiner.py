@@ -2,8 +2,8 @@
 image embedding with region-specific context, and each branch's text rows move toward the image.
 
 No code or full text of the paper is public. This is a reconstruction from its abstract in the
-Troika family it compares against (MODELS.md, "Refiner"); every design choice below that the
-abstract does not fix is a constructor argument, so it lands in config.json.
+Troika family it compares against (MODELS.md, "Refiner"); the sizes and the choices the abstract
+leaves open are constructor arguments, so they land in config.json.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ QUERY_GROUPS = ("state", "object", "composition")
 NORM_EPS = 1e-12  # F.normalize's
 # The prompt branch each query group refines; rows of image_lambda and text_lambda follow QUERY_GROUPS.
 BRANCH_OF_GROUP = {"state": "state", "object": "object", "composition": "pair"}
-INACTIVE_GROUPS_NOTE = ("Every query group's weight (lambda) is zero, as in an untrained model, so no group changes "
-                  "any score: all contributions are 0.")
-CONTRIBUTION_NOTE = ("A group's contribution is the pair's score minus its score with that group's refined embedding "
-                "removed (image side only; text fusion and disentanglers kept).")
+INACTIVE_GROUPS_NOTE = ("Every query group's weight (lambda) is zero, as in an untrained model, so no group "
+                        "changes any score: all contributions are 0.")
+CONTRIBUTION_NOTE = ("A group's contribution is the pair's score minus its score with that group's refined "
+                     "embedding removed (image side only; text fusion and disentanglers kept).")
 
 
 def fit_heads(dim: int, requested: int) -> int:
@@ -149,11 +149,11 @@ class Refiner(CompositionModel):
             fused_norm = (rows_text + shift).norm(dim=-1).clamp_min(NORM_EPS)  # [B, c]
             text_scale = rows_text.norm(dim=-1).clamp_min(NORM_EPS) / fused_norm
             unit_text = F.normalize(rows_text, dim=-1)
+            shift_dot = torch.bmm(shift, image.transpose(1, 2)) / fused_norm.unsqueeze(-1)  # [B, c, K]
             # cos(v, t + s) = (v̂·t̂)·|t|/|t + s| + v̂·s/|t + s|: the first product is the baseline's own
             # matmul, so with λ = 0 (s = 0, scale 1) the logits equal the CLIP baseline's bit for bit.
-            chunks.append(torch.stack([
-                (image[:, k] @ unit_text.t()) * text_scale + torch.einsum("bd,btd->bt", image[:, k], shift) / fused_norm
-                for k in range(image.shape[1])]))
+            chunks.append(torch.stack([(image[:, k] @ unit_text.t()) * text_scale + shift_dot[..., k]
+                                       for k in range(image.shape[1])]))
         return torch.cat(chunks, dim=-1)
 
     # ---------------------------------------------------------------- scoring
