@@ -1,7 +1,10 @@
-"""Run the Gradio app: python app.py [--backbone SPEC] [--device cpu|cuda] [--port N] [--share].
+"""Run the Gradio app: python app.py [--backbone SPEC] [--device cpu|cuda] [--host ADDR] [--port N] [--share].
 
-Every option also reads an environment variable (CZSL_BACKBONE, CZSL_DEVICE, GRADIO_SERVER_PORT,
-GRADIO_SHARE), so a Hugging Face Space configures it without flags."""
+Every option also reads an environment variable (CZSL_BACKBONE, CZSL_DEVICE, GRADIO_SERVER_NAME,
+GRADIO_SERVER_PORT, GRADIO_SHARE), so a Hugging Face Space configures it without flags. Other settings:
+CZSL_WEIGHTS_DIR (checkpoints, default weights/), CZSL_DATA_DIR (unpacked dataset zips, default
+runs/datasets), CZSL_PREDICT_CONCURRENCY (predictions at once, default 4) and CZSL_ALLOW_SERVER_PATHS
+(training on server folders; on by default except on a Space)."""
 
 from __future__ import annotations
 
