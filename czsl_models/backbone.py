@@ -7,12 +7,14 @@ import hashlib
 import json
 import logging
 import os
+import socket
 import threading
 from collections import OrderedDict
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
+from urllib.parse import urlparse
 
 import torch
 import torch.nn.functional as F
@@ -401,9 +403,36 @@ def _quiet_root_logger():
         root.setLevel(previous)
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the Hugging Face Hub opens within timeout seconds."""
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    parsed = urlparse(endpoint)
+    try:
+        socket.create_connection((parsed.hostname or "huggingface.co", parsed.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def _offline_when_hub_unreachable():
+    """With no network, huggingface_hub retries for about a minute before using its cache; switch it
+    to offline mode for this load instead, so cached weights load and missing ones fail at once."""
+    from huggingface_hub import constants
+
+    switch = not constants.HF_HUB_OFFLINE and not hub_reachable()
+    if switch:
+        constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        if switch:
+            constants.HF_HUB_OFFLINE = False
+
+
 def _offline_hint(spec: BackboneSpec) -> BackboneError:
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-    reason = "HF_HUB_OFFLINE is set" if offline else "the Hugging Face Hub could not be reached"
+    reason = "HF_HUB_OFFLINE is set" if offline else "the Hugging Face Hub cannot be reached"
     return BackboneError(
         f"Could not load backbone {spec}: its weights are not in the local cache and {reason}. Connect to the "
         f"internet once to download them, point to a local folder, or use --backbone tiny (random weights, for tests)."
@@ -438,7 +467,7 @@ def load_backbone_uncached(spec: str | BackboneSpec | None = None, device: torch
     else:
         name, pretrained = parsed.architecture, parsed.pretrained
     try:
-        with _quiet_root_logger():
+        with _quiet_root_logger(), _offline_when_hub_unreachable():
             model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, device="cpu")
             tokenizer = open_clip.get_tokenizer(name)
     except BackboneError:

@@ -144,3 +144,21 @@ def test_learned_word_offsets_apply_to_known_words_only(tiny_backbone):
         learned, fixed = encoder.encode(vocab, "state"), plain.encode(vocab, "state")
     assert not torch.allclose(learned[0], fixed[0], atol=1e-4)  # "ripe" has an offset
     assert torch.allclose(learned[1], fixed[1], atol=1e-5)  # "mouldy" was never seen in training
+
+
+def test_unreachable_hub_fails_fast_without_the_offline_variable(monkeypatch):
+    """With no network and HF_HUB_OFFLINE unset, loading must not sit in the Hub's retries."""
+    import time
+
+    from huggingface_hub import constants
+
+    import czsl_models.backbone as backbone_module
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(backbone_module, "hub_reachable", lambda timeout=3.0: False)
+    start = time.perf_counter()
+    with pytest.raises(BackboneError, match="Hub cannot be reached"):
+        load_backbone_uncached("ViT-B-32:openai", "cpu")
+    assert time.perf_counter() - start < 30
+    assert constants.HF_HUB_OFFLINE is False
