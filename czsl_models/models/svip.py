@@ -306,18 +306,18 @@ class SVIP(CompositionModel):
         """The plain vision pass (last block's tokens, patch embeddings) and, on request, the teacher's scores."""
         last = self.backbone.num_layers
         chunk = TEACHER_CHUNK if attention else max(1, pixels.shape[0])
-        outputs, scores = [], []
+        cls, tokens, patches, scores = [], [], [], []
         # Nothing learned comes before this pass and the backbone is frozen: no gradients needed.
         with torch.no_grad():
             for start in range(0, pixels.shape[0], chunk):
                 out = self.backbone.encode_image(pixels[start:start + chunk], layers=(last,), attention=attention,
                                                  patch_embeddings=True)
-                if attention:
+                if attention:  # reduce each chunk's attention maps at once; they are not kept
                     scores.append(teacher_super_patch_scores(out.attentions, self.grid))
-                outputs.append(out)
-        visual = VisualOutput(cls=torch.cat([o.cls for o in outputs]),
-                              layer_tokens={last: torch.cat([o.layer_tokens[last] for o in outputs])},
-                              patch_embeddings=torch.cat([o.patch_embeddings for o in outputs]))
+                cls.append(out.cls)
+                tokens.append(out.layer_tokens[last])
+                patches.append(out.patch_embeddings)
+        visual = VisualOutput(cls=torch.cat(cls), layer_tokens={last: torch.cat(tokens)}, patch_embeddings=torch.cat(patches))
         return visual, (torch.cat(scores) if attention else None)
 
     def encode_images(self, pixels: torch.Tensor, explain: bool = False) -> SvipVisual:
