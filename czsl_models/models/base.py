@@ -220,7 +220,7 @@ class CompositionModel(nn.Module, PyTorchModelHubMixin, library_name="czsl-model
         state_loss = F.cross_entropy(logits.state, state_targets)
         object_loss = F.cross_entropy(logits.object, object_targets)
         total = w_pair * pair_loss + w_state * state_loss + w_object * object_loss
-        return total, {"pair": float(pair_loss), "state": float(state_loss), "object": float(object_loss)}
+        return total, {"pair": pair_loss.item(), "state": state_loss.item(), "object": object_loss.item()}
 
     @torch.no_grad()
     def predict(self, images: Sequence[Image.Image] | Image.Image, vocab: Vocabulary, top_k: int = 5,
