@@ -79,6 +79,19 @@ def test_batch_of_one_equals_batch(example_images):
         np.testing.assert_allclose(model.predict(image, VOCAB)[0].scores, expected.scores, rtol=0, atol=1e-5)
 
 
+def test_cached_queries_follow_weight_changes(example_images):
+    """Stage-1 queries are cached with the text features; changing the weights must not reuse them."""
+    model = perturbed_msci()
+    before = model.predict(example_images[:1], VOCAB)[0].scores
+    with torch.no_grad():
+        model.local_stage.attention.q_proj.weight.mul_(3.0)
+    after = model.predict(example_images[:1], VOCAB)[0].scores
+    assert np.abs(after - before).max() > 1e-3
+    with torch.enable_grad():  # the training path projects without the cache
+        expected = model.eval().branch_logits(model.encode_images(model.backbone.preprocess_images(example_images[:1])), VOCAB)
+    np.testing.assert_allclose(after, model.pair_scores(expected, VOCAB)[0].detach().numpy(), rtol=0, atol=1e-4)
+
+
 def test_explanations_leave_outputs_unchanged(example_images):
     model = perturbed_msci()
     pixels = model.backbone.preprocess_images(example_images)

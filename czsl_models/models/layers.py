@@ -40,11 +40,13 @@ class CrossAttention(nn.Module):
         return k, v
 
     def forward(self, queries: torch.Tensor, keys_values: tuple[torch.Tensor, torch.Tensor],
-                need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Attended rows [B, T, D] and, on request, head-mean attention [B, T, N]."""
+                need_weights: bool = False, projected_queries: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Attended rows [B, T, D] and, on request, head-mean attention [B, T, N]; projected_queries,
+        when given, is q_proj(queries) computed beforehand (e.g. cached for fixed text rows)."""
         k, v = keys_values
         batch = k.shape[0]
-        q = self.q_proj(queries)
+        q = self.q_proj(queries) if projected_queries is None else projected_queries
         if q.dim() == 2:
             q = q.unsqueeze(0).expand(batch, -1, -1)
         rows = q.shape[1]
@@ -71,9 +73,10 @@ class CrossAttentionLayer(nn.Module):
                                  nn.Linear(mlp_ratio * dim, dim))
 
     def forward(self, queries: torch.Tensor, keys_values: tuple[torch.Tensor, torch.Tensor],
-                need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                need_weights: bool = False, projected_queries: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Updated rows [B, T, D] (queries broadcast over the batch when [T, D]) and attention [B, T, N]."""
-        attended, weights = self.attention(queries, keys_values, need_weights)
+        attended, weights = self.attention(queries, keys_values, need_weights, projected_queries)
         x = queries + attended
         x = x + self.mlp(self.norm(x))
         return x, weights

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbone import DEFAULT_BACKBONE, VisualOutput
+from ..backbone import DEFAULT_BACKBONE, VisualOutput, tensor_fingerprint
 from ..registry import register_model
 from ..vocab import Vocabulary
 from .base import LOGIT_SCALE, BranchLogits, CompositionModel, VisualRequest, cosine_logits
@@ -223,10 +223,26 @@ class MSCI(CompositionModel):
                          self.global_stage.attention.project_keys(self.global_norm(high)))
 
     # --------------------------------------------------------------- text side
-    def refine(self, rows: torch.Tensor, keys: ImageKeys, need_attention: bool = False) -> RefinedRows:
-        """Both stages and the gated fusion for text rows [T, D] shared by the batch (rows are independent)."""
+    def stage1_queries(self, vocab: Vocabulary, branch: str, rows: torch.Tensor) -> torch.Tensor:
+        """Stage-1 query projection [T, D] of a branch's unit text rows: text only, so it is computed
+        once for the batch and, when no gradient is needed, cached like the text features (keyed by
+        the prompts and the projection's weights)."""
+        projection = self.local_stage.attention.q_proj
+        if torch.is_grad_enabled() and projection.weight.requires_grad:
+            return projection(F.normalize(rows.float(), dim=-1))
+        key = f"msci-queries|{self.prompts.cache_key(vocab, branch)}|{tensor_fingerprint([projection.weight])}"
+        queries = self.backbone.text_cache.get(key)
+        if queries is None:
+            queries = projection(F.normalize(rows.float(), dim=-1))
+            self.backbone.text_cache.put(key, queries)
+        return queries
+
+    def refine(self, rows: torch.Tensor, keys: ImageKeys, need_attention: bool = False,
+               queries: torch.Tensor | None = None) -> RefinedRows:
+        """Both stages and the gated fusion for text rows [T, D] shared by the batch (rows are independent);
+        `queries` is their stage-1 query projection when already computed (stage1_queries)."""
         text = F.normalize(rows.float(), dim=-1)  # idempotent for the PromptEncoder's unit rows
-        local, local_attention = self.local_stage(text, keys.local, need_attention)
+        local, local_attention = self.local_stage(text, keys.local, need_attention, projected_queries=queries)
         global_, global_attention = self.global_stage(local, keys.global_, need_attention)
         local_delta = local - text
         global_delta = global_ - local
@@ -234,7 +250,8 @@ class MSCI(CompositionModel):
         update = gate[..., :1] * self.local_scale * local_delta + gate[..., 1:] * self.global_scale * global_delta
         return RefinedRows(text, update, gate, local_attention, global_attention)
 
-    def refined_logits(self, image_features: torch.Tensor, rows: torch.Tensor, keys: ImageKeys) -> torch.Tensor:
+    def refined_logits(self, image_features: torch.Tensor, rows: torch.Tensor, keys: ImageKeys,
+                       queries: torch.Tensor | None = None) -> torch.Tensor:
         """100·cos(image, t') [B, T], refining chunks of rows so memory stays bounded for any vocabulary.
 
         Computed as (100·cos(v, t) + 100·v̂·update) / ‖t + update‖, the same quantity for unit rows t.
@@ -246,7 +263,8 @@ class MSCI(CompositionModel):
         rows_per_chunk = max(1, self.chunk_size // max(1, image_features.shape[0]))
         shifts, norms = [], []
         for start in range(0, rows.shape[0], rows_per_chunk):
-            refined = self.refine(rows[start:start + rows_per_chunk], keys)
+            stop = start + rows_per_chunk
+            refined = self.refine(rows[start:stop], keys, queries=None if queries is None else queries[start:stop])
             shifts.append(LOGIT_SCALE * (image_unit * refined.update).sum(dim=-1))
             norms.append(refined.features.norm(dim=-1).clamp_min(NORM_EPS))
         return (baseline + torch.cat(shifts, dim=1)) / torch.cat(norms, dim=1)
@@ -262,7 +280,9 @@ class MSCI(CompositionModel):
         keys = self.image_keys(visual)
         cls = visual.cls
         image = {"pair": cls, "state": self.state_disentangler(cls), "object": self.object_disentangler(cls)}
-        logits = {branch: self.refined_logits(image[branch], text[branch], keys) for branch in BRANCHES}
+        logits = {branch: self.refined_logits(image[branch], text[branch], keys,
+                                              self.stage1_queries(vocab, branch, text[branch]))
+                  for branch in BRANCHES}
         # Explanations are computed later, in explain(), for the shown rows only.
         extras = {"msci_keys": keys, "msci_text": text} if explain else {}
         return BranchLogits(pair=logits["pair"], state=logits["state"], object=logits["object"], extras=extras)
