@@ -14,11 +14,20 @@ from czsl_models.models.base import CompositionModel
 from czsl_models.registry import list_local_checkpoints, register_model
 
 
-@register_model
 class LearnedPromptProbe(CompositionModel):
     """The CLIP scorer with learnable prompts: exercises the checkpoint format on real parameters."""
 
     name = "probe-learned-prompts"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def registered_probe():
+    """Register the probe for this module only, so other tests see just the real models."""
+    from czsl_models import registry
+
+    register_model(LearnedPromptProbe)
+    yield
+    registry._REGISTRY.pop(LearnedPromptProbe.name, None)
 
 
 VOCAB = Vocabulary.build("sleeping, sitting, shiny, hot, striped", "cat, coffee, astronaut, rocket")
