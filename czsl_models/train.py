@@ -10,7 +10,9 @@ augmentation of an image from (seed, epoch, image) and the random state of every
 from (seed, step, process), so a run stopped at any step and resumed from its saved state ends
 with the same weights as one that never stopped, without saving random generator states.
 Batches are global: `batch_size` images per optimiser step, split across processes under
-`accelerate launch`, so the hyper-parameters mean the same on any number of GPUs.
+`accelerate launch`, so the hyper-parameters mean the same on any number of GPUs. The main process
+validates, writes checkpoints and the resume state; on several machines, put --out on a shared
+file system so every process finds the state when resuming.
 """
 
 from __future__ import annotations
@@ -187,7 +189,9 @@ class TrainCallback(Protocol):
         """An optimiser step ended; step is the global step number (1-based)."""
 
     def on_epoch(self, epoch: int, metrics: dict[str, Any]) -> None:
-        """An epoch ended (1-based): train_loss, validation metrics, whether it is the best so far."""
+        """An epoch ended (1-based). metrics: epoch, train_loss (mean over its steps), lr, seconds (its
+        steps only), training_steps, validation (best_seen, best_unseen, best_hm, AUC, attr_acc,
+        obj_acc; None without a usable validation split) and best (True when it was saved)."""
 
     def on_end(self, result: "TrainResult") -> None:
         """The run ended (finished or stopped)."""
@@ -480,7 +484,8 @@ class _Run:
         return result
 
     def _features(self, phase: str, samples):
-        """Cached backbone outputs of a split (the main process builds them, the others wait)."""
+        """Cached backbone outputs of a split (each machine's first process builds them, the others wait;
+        two machines sharing a cache folder both build, and the atomic rename keeps one)."""
         from .features_cache import build_feature_cache
 
         if not samples:
@@ -494,10 +499,10 @@ class _Run:
                 reported[0] = tenth
                 self._message(f"Caching backbone outputs of the {phase} images: {done}/{total}")
 
-        with accelerator.main_process_first():
+        with accelerator.local_main_process_first():
             return build_feature_cache(self.model, self.dataset, samples, cache_root=self.config.cache_dir,
                                        dtype=self.config.cache_dtype, batch_size=self.config.eval_batch_size,
-                                       progress=progress if accelerator.is_main_process else None, stop=self.stop)
+                                       progress=progress if accelerator.is_local_main_process else None, stop=self.stop)
 
     # ---------------------------------------------------------------- epochs
     def _pixel_source(self, batches: list[list[int]], epoch: int):

@@ -164,8 +164,10 @@ def test_stopped_and_resumed_run_matches_uninterrupted(tmp_path, trained, preset
     assert (first.checkpoint_dir is None) == (stop_at <= 2)  # no checkpoint before the first epoch ends
     with pytest.raises(TrainError, match="--resume"):
         train(make_config(tmp_path, model_name, "resumed", preset=preset))
-    resumed = train(make_config(tmp_path, model_name, "resumed", preset=preset, resume=True))
+    recorder = Recorder()
+    resumed = train(make_config(tmp_path, model_name, "resumed", preset=preset, resume=True), callback=recorder)
     assert resumed.finished and resumed.training_steps == 4
+    assert [step for step, _ in recorder.steps] == list(range(stop_at + 1, 5))  # continued, not restarted
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in straight.history]
     for relative in ("model.safetensors", "training_state/model.safetensors"):
         expected = load_file(str(straight_out / relative))
@@ -175,6 +177,28 @@ def test_stopped_and_resumed_run_matches_uninterrupted(tmp_path, trained, preset
             assert torch.equal(expected[key], actual[key]), (relative, key)
     assert resumed.test == straight.test
     assert resumed.to_dict()["checkpoint_dir"] == str(tmp_path / "resumed")
+
+
+def test_crashed_run_resumes_from_periodic_state(tmp_path, trained):
+    """A run that dies mid-epoch (here: an exception at step 3) resumes from the state saved every step
+    and ends with the weights of the run that never stopped."""
+    class Crash(Recorder):
+        def on_step(self, step, loss):
+            if step == 3:
+                raise RuntimeError("simulated crash")
+
+    config = make_config(tmp_path, "msci", save_every_steps=1)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(config, callback=Crash())
+    config.resume = True
+    recorder = Recorder()
+    resumed = train(config, callback=recorder)
+    assert [step for step, _ in recorder.steps] == [3, 4]  # it went on from the state saved after step 2
+    _, straight_out, _ = trained("msci")
+    expected = load_file(str(straight_out / "training_state" / "model.safetensors"))
+    actual = load_file(str(tmp_path / "run" / "training_state" / "model.safetensors"))
+    assert all(torch.equal(expected[key], actual[key]) for key in expected)
+    assert resumed.finished and resumed.training_steps == 4
 
 
 def test_resume_refuses_changed_options_and_finished_run_is_a_no_op(trained):
