@@ -283,7 +283,7 @@ def test_feature_cache_is_reused_keyed_and_close_to_pixels(tmp_path, dataset):
     with torch.no_grad():
         direct = model.pair_scores(model(pixels, vocab), vocab)
         cached = model.pair_scores(model(None, vocab, visual=features.batch(range(len(samples)), "cpu")), vocab)
-    assert (direct - cached).abs().max() < 0.05  # logits are 100 x cosine; float16 tokens move them by < 0.05
+    assert (direct - cached).abs().max() < 5e-3  # scores are 100 x cosine; float16 tokens moved them by 3e-4
     assert not torch.equal(direct, cached)
 
 
