@@ -176,3 +176,13 @@ def test_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch, exampl
     assert (folder / "model.safetensors").read_bytes() == before
     assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
     assert base.CHECKPOINT_FORMAT_VERSION == json.loads((folder / "config.json").read_text())["format_version"]
+
+
+def test_checkpoint_files_get_ordinary_permissions(tmp_path):
+    import os
+
+    _trained_probe().save_pretrained(tmp_path / "probe")
+    umask = os.umask(0)
+    os.umask(umask)
+    mode = (tmp_path / "probe" / "model.safetensors").stat().st_mode & 0o777
+    assert mode == 0o666 & ~umask

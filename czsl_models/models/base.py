@@ -196,8 +196,11 @@ class CompositionModel(nn.Module, PyTorchModelHubMixin, library_name="czsl-model
 
     def _sync_device(self) -> None:
         first = next(itertools.chain(self.parameters(), self.buffers()), None)
-        if first is not None and first.device != self.backbone.device:
-            self.to(self.backbone.device)
+        target = self.backbone.device
+        # "cuda" (no index) and "cuda:0" are the same place; compare the index only when one is given
+        if first is not None and (first.device.type != target.type
+                                  or (target.index is not None and first.device.index != target.index)):
+            self.to(target)
 
     def forward(self, pixels: torch.Tensor | None, vocab: Vocabulary, visual: VisualOutput | None = None) -> BranchLogits:
         """Training forward: per-branch logits from pixels or from a cached vision pass."""
@@ -336,6 +339,9 @@ def _atomic_write(path: Path, write) -> None:
     os.close(handle)
     try:
         write(temporary)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp creates 0600; give the usual file permissions
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
