@@ -339,9 +339,7 @@ def _atomic_write(path: Path, write) -> None:
     os.close(handle)
     try:
         write(temporary)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp creates 0600; give the usual file permissions
+        os.chmod(temporary, 0o644)  # mkstemp creates 0600; checkpoints are meant to be shared
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
