@@ -170,7 +170,7 @@ class MSCI(CompositionModel):
                  score_weights: list[float] | None = None, loss_weights: list[float] | None = None,
                  preset: str = "mit-states", aggregated_layers: int | None = None, heads: int = 12,
                  dropout: float = 0.1, mlp_ratio: int = 4, disentangler_dropout: float = 0.5, gate_hidden: int = 64,
-                 use_adapters: bool = False, adapter_bottleneck: int = 64, chunk_size: int = 4096) -> None:
+                 use_adapters: bool = False, adapter_bottleneck: int = 64, chunk_size: int = 1024) -> None:
         preset_name, preset_values = resolve_preset(preset)
         super().__init__(backbone, train_states, train_objects, train_pairs, score_weights,
                          list(loss_weights) if loss_weights is not None else list(preset_values.loss_weights))
