@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import socket
+from contextlib import contextmanager
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("CZSL_DEVICE", "cpu")
@@ -35,3 +37,30 @@ def example_paths() -> list[Path]:
 def example_images(example_paths) -> list[Image.Image]:
     """The example photos as RGB images."""
     return [Image.open(path).convert("RGB") for path in example_paths]
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def served_app(root: Path):
+    """The app on the tiny backbone, served on 127.0.0.1, its folders under root: (demo, state, url)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CZSL_WEIGHTS_DIR", str(root / "weights"))
+        patch.setenv("CZSL_DATA_DIR", str(root / "datasets"))
+        patch.setenv("CZSL_CACHE_DIR", str(root / "cache"))
+        from czsl_models.ui import create_app, launch_options
+
+        demo, state = create_app("tiny")
+        port = free_port()
+        demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options())
+        try:
+            yield demo, state, f"http://127.0.0.1:{port}/"
+        finally:
+            state.training.stop()
+            state.training.wait(timeout=60)
+            demo.close()

@@ -5,7 +5,6 @@ input that must give a clear message while the app keeps serving, and concurrent
 from __future__ import annotations
 
 import pickle
-import socket
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +16,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
+from conftest import served_app
 from czsl_models.presets import DEFAULT_OBJECTS, DEFAULT_STATES
 from czsl_models.ui.datasets import SOURCE_SYNTHETIC, SOURCE_ZIP
 from czsl_models.ui.inputs import WORLD_CLOSED, WORLD_OPEN
@@ -26,32 +26,12 @@ MODELS = ["clip", "msci", "refiner", "svip"]
 VISUAL_SLOTS = 3
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app_server(tmp_path_factory):
-    """The app on the tiny backbone, served on 127.0.0.1 with its folders in a temporary directory."""
+    """The app on the tiny backbone with its folders in a temporary directory: (demo, state, url, root)."""
     root = tmp_path_factory.mktemp("app")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CZSL_WEIGHTS_DIR", str(root / "weights"))
-        patch.setenv("CZSL_DATA_DIR", str(root / "datasets"))
-        patch.setenv("CZSL_CACHE_DIR", str(root / "cache"))
-        from czsl_models.ui import create_app, launch_options
-
-        demo, state = create_app("tiny")
-        port = free_port()
-        demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options())
-        try:
-            yield demo, state, f"http://127.0.0.1:{port}/", root
-        finally:
-            state.training.stop()
-            state.training.wait(timeout=60)
-            demo.close()
+    with served_app(root) as (demo, state, url):
+        yield demo, state, url, root
 
 
 @pytest.fixture(scope="module")

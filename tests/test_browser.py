@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
 from PIL import Image
+
+from conftest import served_app
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
@@ -22,29 +23,11 @@ if not Path(CHROMIUM).exists() and os.environ.get("CZSL_REQUIRE_BROWSER") != "1"
     pytest.skip("Chromium is not installed (CZSL_REQUIRE_BROWSER=1 makes this a failure)", allow_module_level=True)
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     """The app on the tiny backbone, served on 127.0.0.1."""
-    root = tmp_path_factory.mktemp("browser-app")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CZSL_WEIGHTS_DIR", str(root / "weights"))
-        patch.setenv("CZSL_DATA_DIR", str(root / "datasets"))
-        from czsl_models.ui import create_app, launch_options
-
-        demo, _ = create_app("tiny")
-        port = free_port()
-        demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options())
-        try:
-            yield f"http://127.0.0.1:{port}/"
-        finally:
-            demo.close()
+    with served_app(tmp_path_factory.mktemp("browser-app")) as (_, _, url):
+        yield url
 
 
 @pytest.fixture(scope="module")
