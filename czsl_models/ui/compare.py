@@ -14,7 +14,7 @@ from ..backbone import VisualOutput
 from ..models.base import CompositionModel, Prediction, VisualRequest
 from ..presets import DEFAULT_OBJECTS, DEFAULT_STATES
 from .explain import ranking_confidences
-from .inputs import WORLD_CHOICES, WORLD_OPEN, build_vocabulary, friendly_errors, read_photo
+from .inputs import WORLD_CHOICES, WORLD_OPEN, build_vocabulary, friendly_errors, photo_with_examples, read_photo
 from .predict import pair_box_visibility
 from .state import AppState, gpu_function
 
@@ -97,12 +97,7 @@ def build_compare_tab(state: AppState, examples: list[str], concurrency_limit: i
                 "model then adds its own step, and the time under each column is what that model cost.")
     with gr.Row(equal_height=False):
         with gr.Column(scale=4, min_width=300):
-            image = gr.Image(type="filepath", image_mode=None, label="Your photo", height=260,
-                             sources=["upload", "clipboard", "webcam"], elem_id="compare-image")
-            example_set = gr.Examples(examples=[[path] for path in examples], inputs=[image],
-                                      label="Or click an example", cache_examples=False,
-                                      api_name="compare_load_example", elem_id="compare-examples",
-                                      example_labels=[Path(path).stem for path in examples])
+            image, example_set = photo_with_examples(examples, "compare", height=260)
             run = gr.Button("Compare all models", variant="primary", elem_id="compare-button")
             with gr.Accordion("What to look for", open=False):
                 states = gr.Textbox(DEFAULT_STATES, label="States", lines=2)

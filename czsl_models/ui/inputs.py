@@ -119,3 +119,13 @@ def as_float(value: Any, default: float = 0.0) -> float:
         return float(value)
     except (TypeError, ValueError):
         return default
+
+
+def photo_with_examples(examples: list[str], name: str, height: int) -> tuple[gr.Image, gr.Examples]:
+    """A photo upload (passed on as a file path, so our own checks read it) with one-click examples."""
+    image = gr.Image(type="filepath", image_mode=None, label="Your photo", height=height, elem_id=f"{name}-image",
+                     sources=["upload", "clipboard", "webcam"])
+    example_set = gr.Examples(examples=[[path] for path in examples], inputs=[image], label="Or click an example",
+                              cache_examples=False, api_name=f"{name}_load_example", elem_id=f"{name}-examples",
+                              example_labels=[Path(path).stem for path in examples])
+    return image, example_set

@@ -16,7 +16,7 @@ from ..presets import DEFAULT_OBJECTS, DEFAULT_PRESET, DEFAULT_STATES, VOCABULAR
 from ..registry import CheckpointError, read_checkpoint_config, resolve_checkpoint
 from .explain import Visual, build_visuals, marginal_confidences, ranking_confidences
 from .inputs import (WORLD_CHOICES, WORLD_CLOSED, WORLD_OPEN, as_float, build_vocabulary, clamp_int,
-                     friendly_errors, read_photo)
+                     friendly_errors, photo_with_examples, read_photo)
 from .state import UNTRAINED, AppState, gpu_function
 
 VISUAL_SLOTS = 3
@@ -187,12 +187,7 @@ def build_predict_tab(state: AppState, examples: list[str], concurrency_limit: i
     default_model = "msci" if "msci" in model_names else model_names[0]
     with gr.Row(equal_height=False):
         with gr.Column(scale=5, min_width=320):
-            image = gr.Image(type="filepath", image_mode=None, label="Your photo", height=320, elem_id="predict-image",
-                             sources=["upload", "clipboard", "webcam"])
-            example_set = gr.Examples(examples=[[path] for path in examples], inputs=[image],
-                                      label="Or click an example", cache_examples=False,
-                                      api_name="predict_load_example", elem_id="predict-examples",
-                                      example_labels=[Path(path).stem for path in examples])
+            image, example_set = photo_with_examples(examples, "predict", height=320)
             run = gr.Button("Recognise", variant="primary", elem_id="predict-button")
             with gr.Accordion("Model", open=True):
                 model = gr.Dropdown([(state.display_name(name), name) for name in model_names], value=default_model,
