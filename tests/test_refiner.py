@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from czsl_models.models.refiner import QUERY_GROUPS, Refiner, fit_heads
+from czsl_models.models.layers import fit_heads
+from czsl_models.models.refiner import QUERY_GROUPS, Refiner
 from czsl_models.registry import load_model
 from czsl_models.vocab import Vocabulary
 

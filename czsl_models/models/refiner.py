@@ -19,7 +19,7 @@ from ..backbone import DEFAULT_BACKBONE, VisualOutput
 from ..registry import register_model
 from ..vocab import Vocabulary
 from .base import LOGIT_SCALE, BranchLogits, CompositionModel, VisualRequest
-from .layers import CrossAttention, CrossAttentionLayer, ResidualDisentangler
+from .layers import CrossAttention, CrossAttentionLayer, ResidualDisentangler, fit_heads
 
 QUERY_GROUPS = ("state", "object", "composition")
 NORM_EPS = 1e-12  # F.normalize's
@@ -29,14 +29,6 @@ INACTIVE_GROUPS_NOTE = ("Every query group's weight (lambda) is zero, as in an u
                         "changes any score: all contributions are 0.")
 CONTRIBUTION_NOTE = ("A group's contribution is the pair's score minus its score with that group's refined "
                      "embedding removed (image side only; text fusion and disentanglers kept).")
-
-
-def fit_heads(dim: int, requested: int) -> int:
-    """The largest head count <= requested that divides dim (tiny test backbones have narrow widths)."""
-    for heads in range(max(1, min(requested, dim)), 0, -1):
-        if dim % heads == 0:
-            return heads
-    return 1
 
 
 @register_model
