@@ -77,7 +77,10 @@ def run_predict_command(args: argparse.Namespace) -> int:
 
 
 def _format_prediction(path: str, prediction, display_name: str) -> str:
-    status = "trained" if prediction.trained else "untrained: scores equal the CLIP baseline"
+    if prediction.model == "clip":
+        status = "zero-shot baseline"
+    else:
+        status = "trained" if prediction.trained else "untrained: scores equal the CLIP baseline"
     lines = [f"{path}  [{display_name or prediction.model}, backbone {prediction.backbone}, {status}]"]
     width = max(len(f"{r.state} {r.object}") for r in prediction.ranking)
     for rank, item in enumerate(prediction.ranking, start=1):

@@ -39,6 +39,7 @@ def test_predict_table_and_closed_world(tmp_path):
                      "--states", "sleeping, striped", "--objects", "cat, dog", "--pairs", str(pairs))
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("examples/") == 2
+    assert "zero-shot baseline" in result.stdout and "untrained" not in result.stdout
     assert "sleeping cat" in result.stdout and "sleeping dog" not in result.stdout
 
 
