@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import resource
 import statistics
@@ -35,3 +36,36 @@ def synthetic_vocabulary_text(num_pairs: int) -> tuple[str, str]:
 def peak_rss_mib() -> float:
     """Peak resident memory of this process so far, in MiB (ru_maxrss)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def pair_grid(pairs: int) -> tuple[int, int]:
+    """States x objects giving exactly `pairs`: MIT-States' 115 x 245 for 28,175, else a near-square factorisation."""
+    if pairs == 115 * 245:
+        return 115, 245
+    states = max(d for d in range(1, math.isqrt(pairs) + 1) if pairs % d == 0)
+    return states, pairs // states
+
+
+def open_world_vocabulary(pairs: int):
+    """An open-world Vocabulary of exactly `pairs` pairs with synthetic words."""
+    from czsl_models.vocab import Vocabulary
+
+    states, objects = pair_grid(pairs)
+    return Vocabulary.build([f"state{i}" for i in range(states)], [f"object{j}" for j in range(objects)],
+                            max_words=max(states, objects), max_pairs=max(pairs, 1))
+
+
+def fill_text_cache(model, vocab, seed: int = 0) -> None:
+    """Put random unit text features under the keys the model will look up, as after a first encoding:
+    encoding tens of thousands of prompts with a random ViT-L text tower would dominate the run, and real
+    use caches them anyway."""
+    import torch
+
+    from czsl_models.models.prompts import BRANCHES
+
+    generator = torch.Generator().manual_seed(seed)
+    sizes = {"pair": vocab.num_pairs, "state": len(vocab.states), "object": len(vocab.objects)}
+    for branch in BRANCHES:
+        features = torch.randn(sizes[branch], model.backbone.embed_dim, generator=generator)
+        features = torch.nn.functional.normalize(features, dim=-1).to(model.backbone.device)
+        model.backbone.text_cache.put(model.prompts.cache_key(vocab, branch), features)

@@ -34,14 +34,14 @@ os.environ.setdefault("CZSL_DEVICE", "cpu")  # a CPU benchmark, even where CUDA 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from czsl_models import Vocabulary, load_model  # noqa: E402
+from czsl_models import load_model  # noqa: E402
 from czsl_models.backbone import get_backbone  # noqa: E402
 from czsl_models.models.base import CompositionModel  # noqa: E402
-from czsl_models.models.prompts import BRANCHES  # noqa: E402
+from _common import fill_text_cache, open_world_vocabulary  # noqa: E402
 
 VIT_L = "random:ViT-L-14-quickgelu"
-PAIR_GRIDS = {100: (10, 10), 2000: (40, 50), 28175: (115, 245)}  # states x objects
 MIT_STATES_WORDS = (115, 245)
 PUBLISHED_PARAMETERS_M = {"adapters": 6.3, "aggregators": 4.7, "two stages": 14.2, "disentanglers": 1.2, "total": 26.7}
 
@@ -69,31 +69,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def grid_for(pairs: int) -> tuple[int, int]:
-    """States x objects giving exactly `pairs` (a near-square factorisation when not tabulated)."""
-    if pairs in PAIR_GRIDS:
-        return PAIR_GRIDS[pairs]
-    states = max(d for d in range(1, int(pairs ** 0.5) + 1) if pairs % d == 0)
-    return states, pairs // states
-
-
-def open_world(pairs: int) -> Vocabulary:
-    """An open-world vocabulary of exactly `pairs` pairs with synthetic words."""
-    states, objects = grid_for(pairs)
-    return Vocabulary.build([f"state{i}" for i in range(states)], [f"object{j}" for j in range(objects)],
-                            max_words=10_000, max_pairs=max(pairs, 1))
-
-
-def fill_text_cache(model: CompositionModel, vocab: Vocabulary, seed: int = 0) -> None:
-    """Put random unit text features under the keys the model will look up (as after a first encoding)."""
-    generator = torch.Generator().manual_seed(seed)
-    sizes = {"pair": vocab.num_pairs, "state": len(vocab.states), "object": len(vocab.objects)}
-    for branch in BRANCHES:
-        features = torch.randn(sizes[branch], model.backbone.embed_dim, generator=generator)
-        features = torch.nn.functional.normalize(features, dim=-1).to(model.backbone.device)
-        model.backbone.text_cache.put(model.prompts.cache_key(vocab, branch), features)
-
-
 def build_models(backbone: str, adapters: bool) -> dict[str, CompositionModel]:
     """The CLIP baseline and an MSCI with the MIT-States training vocabulary size, λ at 0.1."""
     states, objects = MIT_STATES_WORDS
@@ -116,7 +91,7 @@ def time_predictions(models: dict[str, CompositionModel], pair_counts: list[int]
     """Median per-image predict() time of each model for each P, runs interleaved between models."""
     rows = []
     for pairs in pair_counts:
-        vocab = open_world(pairs)
+        vocab = open_world_vocabulary(pairs)
         for model in models.values():
             fill_text_cache(model, vocab)
             model.predict(image, vocab)  # warm-up (allocator, kernels)
@@ -183,7 +158,7 @@ def memory_child(model_name: str, backbone: str, pairs: int, threads: int) -> di
     get_backbone(backbone, device="cpu")
     models = build_models(backbone, adapters=False)
     model = models[model_name]
-    vocab = open_world(pairs)
+    vocab = open_world_vocabulary(pairs)
     fill_text_cache(model, vocab)
     load_peak = _peak_rss_bytes()
     reset = _reset_peak_rss()

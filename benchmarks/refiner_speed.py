@@ -17,7 +17,6 @@ ratio of medians is printed beside it as a check on the noise.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import resource
 import statistics
@@ -28,38 +27,17 @@ from typing import Callable
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
+from _common import fill_text_cache, open_world_vocabulary  # noqa: E402
+
 from czsl_models.models.base import CompositionModel, VisualRequest  # noqa: E402
-from czsl_models.models.prompts import BRANCHES  # noqa: E402
 from czsl_models.registry import load_model  # noqa: E402
-from czsl_models.vocab import Vocabulary  # noqa: E402
 
 FULL_BACKBONE = "random:ViT-L-14-quickgelu"
-# (states, objects) per vocabulary size; 115 x 245 = 28,175 is MIT-States' open world.
-GRIDS = {100: (10, 10), 2000: (40, 50), 28175: (115, 245)}
 MIT_STATES_WORDS = 115 + 245
-
-
-def vocabulary_of_size(pairs: int) -> Vocabulary:
-    """An open-world vocabulary of exactly `pairs` pairs (near-square grid unless listed in GRIDS)."""
-    states, objects = GRIDS.get(pairs, (0, 0))
-    if states * objects != pairs:
-        states = max(d for d in range(1, math.isqrt(pairs) + 1) if pairs % d == 0)
-        objects = pairs // states
-    return Vocabulary.build([f"state{i}" for i in range(states)], [f"object{j}" for j in range(objects)],
-                            max_words=max(states, objects), max_pairs=pairs)
-
-
-def fill_text_cache(model: CompositionModel, vocab: Vocabulary, seed: int = 0) -> None:
-    """Put random unit text features in the model's cache for every branch (see the module docstring)."""
-    generator = torch.Generator().manual_seed(seed)
-    sizes = {"pair": vocab.num_pairs, "state": len(vocab.states), "object": len(vocab.objects)}
-    for branch in BRANCHES:
-        features = torch.randn(sizes[branch], model.backbone.embed_dim, generator=generator)
-        features = torch.nn.functional.normalize(features, dim=-1).to(model.backbone.device)
-        model.backbone.text_cache.put(model.prompts.cache_key(vocab, branch), features)
 
 
 def interleaved_timings(tasks: dict[str, Callable[[], object]], repeats: int) -> dict[str, tuple[float, float]]:
@@ -119,7 +97,7 @@ def main() -> None:
         visual = {name: model.encode_images(pixels) for name, model in models.items()}
         rows = []
         for count in pair_counts:
-            vocab = vocabulary_of_size(count)
+            vocab = open_world_vocabulary(count)
             for model in models.values():
                 fill_text_cache(model, vocab)
             heads = {name: (lambda m=model, v=visual[name]: m.pair_scores(m.branch_logits(v, vocab), vocab))

@@ -18,7 +18,6 @@ wall time and of this process's CPU time (steadier when other processes share th
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import statistics
 import sys
@@ -28,36 +27,19 @@ from typing import Callable
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from _common import fill_text_cache, open_world_vocabulary  # noqa: E402
+
 from czsl_models.models.base import CompositionModel  # noqa: E402
-from czsl_models.models.prompts import BRANCHES  # noqa: E402
 from czsl_models.registry import load_model  # noqa: E402
-from czsl_models.vocab import Vocabulary  # noqa: E402
 
 FULL_BACKBONE = "random:ViT-L-14-quickgelu"
 TARGET_RATIO = 1.5  # the issue's bound for PatchCls selection
-
-
-def vocabulary_of_size(pairs: int) -> Vocabulary:
-    """An open-world vocabulary of exactly `pairs` pairs on a near-square grid (2,000 = 40 x 50)."""
-    states = max(d for d in range(1, math.isqrt(pairs) + 1) if pairs % d == 0)
-    objects = pairs // states
-    return Vocabulary.build([f"state{i}" for i in range(states)], [f"object{j}" for j in range(objects)],
-                            max_words=max(states, objects), max_pairs=pairs)
-
-
-def fill_text_cache(model: CompositionModel, vocab: Vocabulary, seed: int = 0) -> None:
-    """Put random unit text features in the model's cache for every branch (see the module docstring)."""
-    generator = torch.Generator().manual_seed(seed)
-    sizes = {"pair": vocab.num_pairs, "state": len(vocab.states), "object": len(vocab.objects)}
-    for branch in BRANCHES:
-        features = torch.randn(sizes[branch], model.backbone.embed_dim, generator=generator)
-        features = torch.nn.functional.normalize(features, dim=-1).to(model.backbone.device)
-        model.backbone.text_cache.put(model.prompts.cache_key(vocab, branch), features)
 
 
 def trained_svip(backbone: str, patchcls_trained: bool, teacher_map: bool = False) -> CompositionModel:
@@ -103,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     pairs = args.pairs or (200 if args.quick else 2000)
     repeats = args.repeats or (2 if args.quick else 3)
 
-    vocab = vocabulary_of_size(pairs)
+    vocab = open_world_vocabulary(pairs)
     models: dict[str, CompositionModel] = {
         "clip": load_model("clip", backbone=backbone).eval(),
         "svip untrained": load_model("svip", backbone=backbone).eval(),
