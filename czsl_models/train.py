@@ -96,7 +96,7 @@ class Recipe:
     model_options: dict[str, Any] = field(default_factory=dict)
 
 
-# Troika's published recipe, which MODELS.md gives Refiner; SVIP publishes none for CZSL and gets the same.
+# Troika's published recipe, which docs/models.md gives Refiner; SVIP publishes none for CZSL and gets the same.
 # (epochs, lr, batch size) per recognised dataset.
 _TROIKA = {"mit-states": (10, 1e-4, 64), "ut-zappos": (15, 5e-4, 128), "cgqa": (15, 3.125e-6, 16)}
 _DEFAULT_RECIPE = (10, 1e-4, 64)

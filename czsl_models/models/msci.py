@@ -1,8 +1,8 @@
 """MSCI (IJCAI 2025): each text row attends first to low-level (local), then to high-level (global)
 visual tokens, and a per-row gate weighs what the two stages add to it.
 
-Built from MODELS.md ("MSCI"). Where the paper and its released code (ltpwy/MSCI) differ, this
-follows MODELS.md:
+Built from docs/models.md ("MSCI"). Where the paper and its released code (ltpwy/MSCI) differ, this
+follows docs/models.md:
 
 * Fusion is the paper's dynamic version: per text row a small gate on [Δ1; Δ2] gives softmax
   weights (w_local, w_global) and `t' = normalize(t + w_local·λ1⊙Δ1 + w_global·λ2⊙Δ2)`. The
@@ -132,7 +132,7 @@ class RefinedRows:
 
 @register_model
 class MSCI(CompositionModel):
-    """Multi-stage cross-modal interaction (MODELS.md, "MSCI"; differences from the released code in
+    """Multi-stage cross-modal interaction (docs/models.md, "MSCI"; differences from the released code in
     the module docstring).
 
     Image side: the CLS feature v scores the composition branch, `v + D_s(v)` and `v + D_o(v)` the

@@ -2,7 +2,7 @@
 image embedding with region-specific context, and each branch's text rows move toward the image.
 
 No code or full text of the paper is public. This is a reconstruction from its abstract in the
-Troika family it compares against (MODELS.md, "Refiner"); the sizes and the choices the abstract
+Troika family it compares against (docs/models.md, "Refiner"); the sizes and the choices the abstract
 leaves open are constructor arguments, so they land in config.json.
 """
 
@@ -33,7 +33,7 @@ CONTRIBUTION_NOTE = ("A group's contribution is the pair's score minus its score
 
 @register_model
 class Refiner(CompositionModel):
-    """Refiner, a reconstruction (no code or full text of the paper is public; MODELS.md, "Refiner").
+    """Refiner, a reconstruction (no code or full text of the paper is public; docs/models.md, "Refiner").
 
     Image side: `num_queries` learnable queries in three equal groups (state, object, composition)
     attend to the last block's patch tokens through `query_layers` cross-attention layers; each

@@ -10,7 +10,7 @@ localised on the kept super-patches (max pooling), and that score enters the pai
 through a zero-initialised beta. Every learned residual starts at zero, so an untrained model
 is exactly the CLIP baseline (and then runs one vision pass, not two).
 
-Costs and choices (see MODELS.md, "SVIP, adapted"):
+Costs and choices (see docs/models.md, "SVIP, adapted"):
 - Untrained, or trained but with e = 0: one vision pass. With teacher selection that pass also
   returns attention maps (about +20% on ViT-L/14); with PatchCls selection it does not.
 - Trained with PatchCls: one contextualised pass; PatchCls runs inside the patch-embedding edit.
