@@ -89,6 +89,17 @@ def figure_to_image(figure: Figure) -> Image.Image:
     return Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3].copy())
 
 
+def finish_bar_chart(figure: Figure, axis, positions: np.ndarray, labels: Sequence[str], xlabel: str,
+                     fontsize: int = 9, **legend: Any) -> Image.Image:
+    """Label a horizontal bar chart the same way everywhere and render it (call under RENDER_LOCK)."""
+    axis.set_yticks(positions, labels, fontsize=fontsize)
+    axis.set_xlabel(xlabel)
+    axis.legend(fontsize=8, **(legend or {"loc": "lower right"}))
+    axis.spines[["top", "right"]].set_visible(False)
+    figure.tight_layout()
+    return figure_to_image(figure)
+
+
 def _normalised(grid: np.ndarray) -> np.ndarray:
     grid = np.asarray(grid, dtype=np.float64)
     low, high = np.nanmin(grid), np.nanmax(grid)
@@ -179,12 +190,7 @@ def score_parts_visual(prediction: Prediction) -> Visual | None:
         axis.barh(rows, composition, color=COMPOSITION_COLOUR, label="match with 'a photo of STATE OBJECT'")
         axis.barh(rows, product, left=composition, color=PRODUCT_COLOUR,
                   label="state probability × object probability")
-        axis.set_yticks(rows, names, fontsize=9)
-        axis.set_xlabel("score")
-        axis.legend(fontsize=8, loc="lower right")
-        axis.spines[["top", "right"]].set_visible(False)
-        figure.tight_layout()
-        image = figure_to_image(figure)
+        image = finish_bar_chart(figure, axis, rows, names, "score")
     return Visual("How each score is made", image,
                   "Each score adds how well the photo matches the whole phrase (blue) to how likely the state and "
                   "the object are on their own, multiplied (orange).")
@@ -224,13 +230,9 @@ def msci_weights_visual(prediction: Prediction, top: int = 3) -> Visual | None:
         glob = np.array([row[2] for row in rows])
         axis.barh(positions, local, color=LOCAL_COLOUR, label="local details (early layers)")
         axis.barh(positions, glob, left=local, color=GLOBAL_COLOUR, label="global view (late layers)")
-        axis.set_yticks(positions, [row[0] for row in rows], fontsize=8)
         axis.set_xlim(0, 1)
-        axis.set_xlabel("share of the weight")
-        axis.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=2, frameon=False)
-        axis.spines[["top", "right"]].set_visible(False)
-        figure.tight_layout()
-        image = figure_to_image(figure)
+        image = finish_bar_chart(figure, axis, positions, [row[0] for row in rows], "share of the weight", fontsize=8,
+                                 loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=2, frameon=False)
     return Visual("Local details or the big picture?", image,
                   "For each top answer, and for its state and its object, the bar shows how much the model relied on "
                   "small local details (green) versus the overall scene (orange).")
@@ -286,12 +288,7 @@ def refiner_contributions_visual(prediction: Prediction) -> Visual | None:
             axis.barh(positions + (1 - index) * height, values[: len(names), index], height=height,
                       color=colours[index % len(colours)], label=f"{group} questions")
         axis.axvline(0, color="black", linewidth=0.8)
-        axis.set_yticks(positions, names, fontsize=9)
-        axis.set_xlabel("change in score")
-        axis.legend(fontsize=8, loc="lower right")
-        axis.spines[["top", "right"]].set_visible(False)
-        figure.tight_layout()
-        image = figure_to_image(figure)
+        image = finish_bar_chart(figure, axis, positions, names, "change in score")
     return Visual("Which questions helped each answer", image,
                   "Bars to the right mean that group of questions raised the answer's score; to the left, lowered it.")
 
