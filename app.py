@@ -4,7 +4,8 @@ Every option also reads an environment variable (CZSL_BACKBONE, CZSL_DEVICE, GRA
 GRADIO_SERVER_PORT, GRADIO_SHARE), so a Hugging Face Space configures it without flags. Other settings:
 CZSL_WEIGHTS_DIR (checkpoints, default weights/), CZSL_DATA_DIR (unpacked dataset zips, default
 runs/datasets), CZSL_PREDICT_CONCURRENCY (predictions at once, default 4) and CZSL_ALLOW_SERVER_PATHS
-(training on server folders; on by default except on a Space)."""
+(training on server folders; on by default except on a Space). --head-precision / CZSL_HEAD_PRECISION
+sets MSCI's row-head precision at inference (auto, float32, bfloat16; czsl_models/precision.py)."""
 
 from __future__ import annotations
 
@@ -31,9 +32,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=int(os.environ["GRADIO_SERVER_PORT"])
                         if os.environ.get("GRADIO_SERVER_PORT") else None,
                         help="port (default $GRADIO_SERVER_PORT or 7860)")
+    parser.add_argument("--head-precision", default=os.environ.get("CZSL_HEAD_PRECISION"),
+                        help="MSCI's row head at inference: auto (bfloat16 where native), float32 or bfloat16 "
+                             "(default $CZSL_HEAD_PRECISION, else auto)")
     parser.add_argument("--share", action="store_true", default=_env_flag("GRADIO_SHARE"),
                         help="also serve through a public gradio.live link")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.head_precision:
+        from czsl_models.precision import check_head_precision
+
+        try:
+            args.head_precision = check_head_precision(args.head_precision)
+        except ValueError as error:
+            parser.error(str(error))
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -41,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     if args.device:
         os.environ["CZSL_DEVICE"] = args.device  # models and training pick their device from here
+    if args.head_precision:
+        os.environ["CZSL_HEAD_PRECISION"] = args.head_precision  # read by every model at inference
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from czsl_models.ui import create_app, launch_options
 

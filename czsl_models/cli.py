@@ -43,7 +43,17 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default=None, help="a checkpoint folder, a folder name in weights/, or a Hub repo id")
     parser.add_argument("--top-k", type=int, default=5, help="how many compositions to show (default 5)")
     parser.add_argument("--bias", type=float, default=0.0, help="calibration bias added to unseen pairs (needs seen pairs)")
+    add_head_precision_argument(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def add_head_precision_argument(parser: argparse.ArgumentParser) -> None:
+    """--head-precision, shared by predict and evaluate."""
+    from .precision import HEAD_PRECISION_ENV, HEAD_PRECISIONS
+
+    parser.add_argument("--head-precision", choices=HEAD_PRECISIONS, default=None,
+                        help=f"inference precision of MSCI's row head: auto (bfloat16 where the hardware has it "
+                             f"natively), float32 or bfloat16 (default ${HEAD_PRECISION_ENV}, else auto)")
 
 
 def run_predict_command(args: argparse.Namespace) -> int:
@@ -62,13 +72,17 @@ def run_predict_command(args: argparse.Namespace) -> int:
         pairs = pairs_path.read_text()
     images = [load_image(path) for path in args.image]
     model = load_model(args.model, checkpoint=args.checkpoint, backbone=args.backbone)
+    model.head_precision = args.head_precision
     vocab = Vocabulary.build(args.states, args.objects, pairs=pairs,
                              seen_pairs=[tuple(p) for p in model.train_pairs] if model.train_pairs else None)
     predictions = model.predict(images, vocab, top_k=args.top_k, bias=args.bias)
     if args.json:
         documents = [prediction.to_dict() for prediction in predictions]
+        precision = model.head_precision_in_use()
         for path, document in zip(args.image, documents):
             document["image"] = path
+            if precision:
+                document["head_precision"] = precision
         print(json.dumps(documents[0] if len(documents) == 1 else documents, indent=2))
         return 0
     for path, prediction in zip(args.image, predictions):

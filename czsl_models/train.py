@@ -802,6 +802,8 @@ def format_train_summary(result: TrainResult) -> str:
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `evaluate`."""
+    from .cli import add_head_precision_argument
+
     parser.add_argument("--model", default=None, help="clip, msci, refiner or svip (default: the checkpoint's, else clip)")
     parser.add_argument("--checkpoint", default=None,
                         help="a checkpoint folder or Hub repo id (default: none, the untrained zero-shot model)")
@@ -811,6 +813,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--open-world", action="store_true", help="score every state x object pair")
     parser.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
     parser.add_argument("--num-workers", type=int, default=None, help="image decoding processes (default: automatic)")
+    add_head_precision_argument(parser)
     parser.add_argument("--json", action="store_true", help="print every metric and the curve as JSON")
 
 
@@ -828,6 +831,7 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
         if name is None:
             name = read_checkpoint_config(resolve_checkpoint(args.checkpoint))["model_type"] if args.checkpoint else "clip"
         model = load_model(name, checkpoint=args.checkpoint, backbone=args.backbone)
+        model.head_precision = args.head_precision
         dataset = load_dataset(args.dataset)
         metrics: CZSLMetrics = evaluate_model(model, dataset, phase=args.phase, open_world=args.open_world,
                                               batch_size=args.batch_size, num_workers=args.num_workers)
@@ -839,7 +843,8 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
     if args.json:
         document = {"model": model.name, "checkpoint": args.checkpoint, "backbone": model.backbone.name,
                     "trained": model.is_trained, "dataset": dataset.name, "phase": args.phase,
-                    "open_world": args.open_world, "images": len(dataset.splits[args.phase]), **metrics.to_dict()}
+                    "open_world": args.open_world, "images": len(dataset.splits[args.phase]),
+                    "head_precision": model.head_precision_in_use(), **metrics.to_dict()}
         print(json.dumps(document, indent=2))
         return 0
     status = "trained" if model.is_trained else "untrained: the CLIP zero-shot baseline"

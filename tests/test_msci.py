@@ -11,11 +11,19 @@ import pytest
 import torch
 
 from czsl_models import Vocabulary, load_model
+from czsl_models import precision
 from czsl_models.models.msci import MSCI, PRESETS, resolve_preset
 
 VOCAB = Vocabulary.build("sleeping, sitting, shiny, hot, striped, wet, old", "cat, coffee, astronaut, rocket, dog")
 TRAIN_STATES = ["sleeping", "shiny", "hot", "wet"]
 TRAIN_OBJECTS = ["cat", "coffee", "rocket"]
+
+
+@pytest.fixture(autouse=True)
+def float32_heads(monkeypatch):
+    """The equalities below are about float32 arithmetic, on any machine; the bfloat16 inference path
+    (the default where the CPU has native bfloat16) has its own tests at the end of this file."""
+    monkeypatch.setenv(precision.HEAD_PRECISION_ENV, "float32")
 
 
 def perturbed_msci(seed: int = 0, **kwargs) -> MSCI:
@@ -239,4 +247,111 @@ def test_speed_benchmark_quick_run():
     report = msci_speed.run_benchmark(msci_speed.parse_args(["--quick"]))
     assert [row["pairs"] for row in report["timings"]] == [100, 2000]
     assert all(row["ratio"] > 0 for row in report["timings"])
+    # The benchmark compares the default (auto) precision with float32 whatever the environment says.
+    if precision.native_bfloat16(torch.device("cpu")):
+        assert set(report["timings"][0]["models"]) == {"clip", "msci bfloat16", "msci float32"}
+        agreement = report["precision"]
+        assert 0 < agreement["max_score_difference"] < 0.05 * agreement["max_refinement_change"]
+    else:
+        assert set(report["timings"][0]["models"]) == {"clip", "msci float32"} and report["precision"] is None
     assert report["trainable_parameters"] > 0
+
+
+# ---------------------------------------------------------------- bfloat16 row heads
+def mlp_output_dtypes(model: MSCI) -> list[torch.dtype]:
+    """Records the dtype each stage's first MLP layer computes in (hooks stay until the model is dropped)."""
+    seen: list[torch.dtype] = []
+    for stage in (model.local_stage, model.global_stage):
+        stage.mlp[0].register_forward_hook(lambda _module, _inputs, output: seen.append(output.dtype))
+    return seen
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_untrained_bfloat16_heads_still_score_as_clip(example_images, batch):
+    """λ = 0 zeroes whatever the stages compute, and the cosine scores stay float32."""
+    clip = load_model("clip", backbone="tiny")
+    msci = load_model("msci", backbone="tiny", train_states=TRAIN_STATES, train_objects=TRAIN_OBJECTS, chunk_size=8)
+    msci.head_precision = "bfloat16"
+    dtypes = mlp_output_dtypes(msci)
+    images = example_images[:batch]
+    np.testing.assert_allclose(all_scores(msci.predict(images, VOCAB)), all_scores(clip.predict(images, VOCAB)),
+                               rtol=0, atol=1e-5)
+    assert dtypes and set(dtypes) == {torch.bfloat16}
+
+
+def test_bfloat16_heads_stay_close_to_float32(example_images):
+    """Trained-like weights: bfloat16 moves logits by rounding only, keeps every top-1 and most of
+    every top 5, and gives the same kind of explanation (weights summing to 1 in float32)."""
+    model = perturbed_msci()
+    reference = model.predict(example_images, VOCAB, top_k=5)
+    model.head_precision = "bfloat16"
+    dtypes = mlp_output_dtypes(model)
+    fast = model.predict(example_images, VOCAB, top_k=5)
+    assert set(dtypes) == {torch.bfloat16}
+    clip = all_scores(load_model("clip", backbone="tiny").predict(example_images, VOCAB))
+    change = np.abs(all_scores(reference) - clip).max()
+    error = np.abs(all_scores(fast) - all_scores(reference)).max()
+    assert 0 < error < 0.02 * change, (error, change)
+    for a, b in zip(reference, fast):
+        assert a.ranking[0].state == b.ranking[0].state and a.ranking[0].object == b.ranking[0].object
+        overlap = {(r.state, r.object) for r in a.ranking} & {(r.state, r.object) for r in b.ranking}
+        assert len(overlap) >= 4
+        for name in ("gate_composition", "gate_state", "gate_object"):
+            gate = b.explanations[name]
+            assert gate.dtype == np.float32 and np.allclose(gate.sum(axis=1), 1, atol=1e-6)
+            np.testing.assert_allclose(gate, a.explanations[name], atol=0.02)
+        for name in ("stage1_attention", "stage2_attention"):
+            assert b.explanations[name].dtype == np.float32
+            np.testing.assert_allclose(b.explanations[name], a.explanations[name], atol=0.02)
+
+
+def test_training_ignores_head_precision(example_images):
+    """With gradients enabled the heads compute in float32 whatever is asked, so training is unchanged."""
+    model = perturbed_msci().train()
+    pixels = model.backbone.preprocess_images(example_images[:2])
+    with torch.no_grad():
+        visual = model.backbone.encode_image(pixels, layers=model.visual_request().layers)
+    targets = (torch.tensor([0, 3]), torch.tensor([0, 1]), torch.tensor([2, 0]))
+    losses = []
+    for choice in ("float32", "bfloat16"):
+        model.head_precision = choice
+        torch.manual_seed(0)  # same dropout masks
+        losses.append(model.loss(model(None, VOCAB, visual=visual), *targets)[0])
+    assert torch.equal(losses[0], losses[1])
+
+
+def test_head_precision_choice(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(precision, "native_bfloat16", lambda device: True)
+    monkeypatch.setenv(precision.HEAD_PRECISION_ENV, "auto")
+    assert precision.head_dtype(cpu) == torch.bfloat16
+    assert precision.head_dtype(cpu, "float32") == torch.float32  # an explicit choice beats the environment
+    monkeypatch.setattr(precision, "native_bfloat16", lambda device: False)
+    assert precision.head_dtype(cpu) == torch.float32
+    assert precision.head_dtype(cpu, "BFloat16") == torch.bfloat16  # asked for, even if not native
+    with torch.no_grad():
+        assert isinstance(precision.head_autocast(cpu, "bfloat16"), torch.autocast)
+    assert not isinstance(precision.head_autocast(cpu, "bfloat16"), torch.autocast)  # gradients enabled
+    monkeypatch.setenv(precision.HEAD_PRECISION_ENV, "fp8")
+    with pytest.raises(ValueError, match="auto, float32, bfloat16"):
+        precision.head_dtype(cpu)
+
+
+def test_cli_head_precision(example_paths, capsys):
+    from czsl_models.cli import main
+
+    assert main(["predict", str(example_paths[0]), "--model", "msci", "--backbone", "tiny", "--json",
+                 "--head-precision", "bfloat16"]) == 0
+    assert json.loads(capsys.readouterr().out)["head_precision"] == "bfloat16"
+    with pytest.raises(SystemExit):
+        main(["predict", str(example_paths[0]), "--head-precision", "half"])
+
+
+def test_app_checks_head_precision_at_start(monkeypatch, capsys):
+    import app
+
+    assert app.parse_args(["--head-precision", "Float32"]).head_precision == "float32"
+    monkeypatch.setenv(precision.HEAD_PRECISION_ENV, "fp8")
+    with pytest.raises(SystemExit):
+        app.parse_args([])
+    assert "head precision must be one of auto, float32, bfloat16" in capsys.readouterr().err

@@ -278,6 +278,7 @@ def test_feature_cache_is_reused_keyed_and_close_to_pixels(tmp_path, dataset):
         model.local_scale.normal_(0, 1)
         model.global_scale.normal_(0, 1)
     model.eval()
+    model.head_precision = "float32"  # what is measured is the float16 storage, not the head's arithmetic
     vocab = training_vocabulary(dataset)
     pixels = model.backbone.preprocess_images([dataset.load_image(s) for s in samples])
     with torch.no_grad():
@@ -293,9 +294,10 @@ def test_evaluate_command_zero_shot_and_checkpoint(trained, capsys, dataset):
     base = ["evaluate", "--dataset", DATASET, "--backbone", "tiny", "--json", "--batch-size", "3"]
     assert cli_main(base + ["--model", "clip"]) == 0
     clip = json.loads(capsys.readouterr().out)
-    assert cli_main(base + ["--model", "msci"]) == 0
+    assert cli_main(base + ["--model", "msci", "--head-precision", "bfloat16"]) == 0
     msci = json.loads(capsys.readouterr().out)
     assert clip["trained"] is False and clip["images"] == 3
+    assert clip["head_precision"] is None and msci["head_precision"] == "bfloat16"
     for key in HEADLINE:
         assert msci[key] == pytest.approx(clip[key], abs=1e-9)
     _, out, _ = trained("refiner")

@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import tempfile
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
@@ -19,6 +20,7 @@ from PIL import Image
 from torch import nn
 
 from ..backbone import DEFAULT_BACKBONE, Backbone, VisualOutput, get_backbone
+from ..precision import head_autocast, head_dtype
 from ..vocab import Vocabulary
 from .prompts import PromptEncoder
 
@@ -134,6 +136,8 @@ class CompositionModel(nn.Module, PyTorchModelHubMixin, library_name="czsl-model
     display_name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     learnable_prompts: ClassVar[bool] = True
+    # True for models whose head refines every text row per image and honours head_precision.
+    refines_text_rows: ClassVar[bool] = False
 
     def __init__(self, backbone: str = DEFAULT_BACKBONE, train_states: list[str] | None = None,
                  train_objects: list[str] | None = None, train_pairs: list[list[str]] | None = None,
@@ -149,6 +153,8 @@ class CompositionModel(nn.Module, PyTorchModelHubMixin, library_name="czsl-model
         self.loss_weights = tuple(loss_weights or (1.0, 1.0, 1.0))
         self.prompts = PromptEncoder(shared, self.train_states, self.train_objects, learnable=self.learnable_prompts)
         self.register_buffer("training_steps", torch.zeros((), dtype=torch.long))
+        # Inference precision of the row heads (czsl_models.precision); None: $CZSL_HEAD_PRECISION.
+        self.head_precision: str | None = None
 
     backbone: Backbone
 
@@ -193,6 +199,16 @@ class CompositionModel(nn.Module, PyTorchModelHubMixin, library_name="czsl-model
     def num_trainable_parameters(self) -> int:
         """Number of trainable scalars."""
         return sum(p.numel() for p in self.trainable_parameters())
+
+    def head_precision_in_use(self) -> str | None:
+        """'float32' or 'bfloat16': what the row head computes in at inference (None without one)."""
+        if not self.refines_text_rows:
+            return None
+        return str(head_dtype(self.backbone.device, self.head_precision)).removeprefix("torch.")
+
+    def head_autocast(self) -> AbstractContextManager:
+        """Autocast for the heads that refine every text row, at inference (czsl_models.precision)."""
+        return head_autocast(self.backbone.device, self.head_precision)
 
     def _sync_device(self) -> None:
         first = next(itertools.chain(self.parameters(), self.buffers()), None)

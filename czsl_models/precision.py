@@ -1,0 +1,66 @@
+"""Numeric precision of the heads that refine every text row (MSCI's two stages and gate).
+
+Those heads run once per image for each of the P candidate pairs, so at open-world sizes their
+MLPs cost about a third of a ViT-L/14 pass in float32. At inference they may run in bfloat16
+where the hardware does it natively (CUDA, or a CPU with AVX512-BF16 / AMX), under autocast:
+matrix products in bfloat16, layer norms, softmaxes and the residual stream in float32. What
+they add to a text row is scaled by the zero-initialised λ before it meets the float32 text
+feature, and the final cosine scores are always float32, so an untrained model still equals the
+CLIP baseline exactly. Training (gradients enabled) never changes precision here; Accelerate's
+mixed-precision setting governs it.
+
+CZSL_HEAD_PRECISION (or a model's `head_precision` attribute, or `--head-precision` on the command
+line) picks: `auto` (default: bfloat16 where native, else float32), `float32` (bit-for-bit
+reproducible on any machine) or `bfloat16`.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import AbstractContextManager, nullcontext
+
+import torch
+
+HEAD_PRECISION_ENV = "CZSL_HEAD_PRECISION"
+HEAD_PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def check_head_precision(precision: str) -> str:
+    """The precision name, lower-cased; ValueError naming the choices otherwise."""
+    name = str(precision).strip().lower()
+    if name not in HEAD_PRECISIONS:
+        raise ValueError(f"head precision must be one of {', '.join(HEAD_PRECISIONS)}, not {precision!r} "
+                         f"(set by {HEAD_PRECISION_ENV} or --head-precision)")
+    return name
+
+
+def requested_head_precision(override: str | None = None) -> str:
+    """The override when given, else $CZSL_HEAD_PRECISION, else 'auto'."""
+    return check_head_precision(override if override is not None else os.environ.get(HEAD_PRECISION_ENV, "auto"))
+
+
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether bfloat16 matrix products run natively (faster than float32) on this device."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    return False
+
+
+def head_dtype(device: torch.device, precision: str | None = None) -> torch.dtype:
+    """The dtype the row heads compute in at inference on `device`."""
+    name = requested_head_precision(precision)
+    if name == "float32" or (name == "auto" and not native_bfloat16(device)):
+        return torch.float32
+    return torch.bfloat16
+
+
+def head_autocast(device: torch.device, precision: str | None = None) -> AbstractContextManager:
+    """Autocast for a row head at inference; a no-op while gradients are enabled or in float32."""
+    if torch.is_grad_enabled() or device.type not in ("cpu", "cuda"):
+        return nullcontext()
+    dtype = head_dtype(device, precision)
+    if dtype == torch.float32:
+        return nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
