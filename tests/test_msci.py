@@ -63,25 +63,31 @@ def test_refinement_changes_scores_once_trained(example_images):
     assert np.abs(msci - clip).max() > 1e-2
 
 
+@pytest.mark.parametrize("head_precision", ["float32", "bfloat16"])
 @pytest.mark.parametrize("batch", [1, 3])
-def test_chunked_equals_unchunked(example_images, batch):
-    """Chunk sizes 1, 5, 9 (35 pair rows) against one chunk. float32 matrix products round differently
-    for different row counts (observed up to ~8e-6 on logits of ~27), hence 1e-4; a chunking mistake
+def test_chunked_equals_unchunked(example_images, batch, head_precision):
+    """Chunk sizes 1, 5, 9 (35 pair rows) against one chunk, in both head precisions. float32 matrix
+    products round differently for different row counts (observed up to ~8e-6 on logits of ~27), hence
+    1e-4 (bfloat16 ones came out bit-identical here, ViT-L/14 widths included); a chunking mistake
     (rows misaligned, keys of the wrong image) moves logits by whole units."""
     reference = perturbed_msci(chunk_size=1 << 20)
+    reference.head_precision = head_precision
     pixels = reference.backbone.preprocess_images(example_images[:batch])
     with torch.no_grad():
         visual = reference.encode_images(pixels)
         expected = reference.branch_logits(visual, VOCAB)
         for chunk_size in (1, 5, 9):
             chunked = perturbed_msci(chunk_size=chunk_size)
+            chunked.head_precision = head_precision
             got = chunked.branch_logits(visual, VOCAB)
             for name in ("pair", "state", "object"):
                 torch.testing.assert_close(getattr(got, name), getattr(expected, name), rtol=0, atol=1e-4)
 
 
-def test_batch_of_one_equals_batch(example_images):
+@pytest.mark.parametrize("head_precision", ["float32", "bfloat16"])
+def test_batch_of_one_equals_batch(example_images, head_precision):
     model = perturbed_msci()
+    model.head_precision = head_precision
     batch = model.predict(example_images, VOCAB)
     for image, expected in zip(example_images, batch):
         np.testing.assert_allclose(model.predict(image, VOCAB)[0].scores, expected.scores, rtol=0, atol=1e-5)
