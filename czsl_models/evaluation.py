@@ -29,9 +29,10 @@ evaluator. Such ties are common at ``b = 1e3`` in float32, where steps are 6e-5.
 Masking, a documented difference from the reference: pairs that are not candidates (closed
 world) and unseen pairs whose feasibility is below the threshold (open world; a pair exactly
 at the threshold is kept, seen pairs always are) can never be predicted, as if their score
-were -inf. The reference sets non-candidate scores to -1e10 (the same unless scores go below
--1e10) and multiplies infeasible scores by 0, which only masks them when every score is
-positive. The best seen score of the bias list is taken over the seen candidate pairs; the
+were -inf; an image whose true pair is masked as infeasible counts as a miss at every bias (an
+image whose true pair is not a candidate is an error). The reference sets non-candidate scores
+to -1e10 (the same unless scores go below -1e10) and multiplies infeasible scores by 0, which
+only masks them when every score is positive. The best seen score of the bias list is taken over the seen candidate pairs; the
 reference's closed world always lists every seen pair as a candidate.
 
 Images: the metrics need at least one image with a seen and one with an unseen true pair (the
@@ -189,11 +190,11 @@ class StreamingEvaluator:
         if label_array.min() < 0 or label_array.max() >= self.num_pairs:
             bad = label_array[(label_array < 0) | (label_array >= self.num_pairs)][0]
             raise ValueError(f"label {bad} is out of range: pair indices go from 0 to {self.num_pairs - 1}")
-        masked_labels = label_array[~self.keep[label_array]]
-        if masked_labels.size:
-            bad = int(masked_labels[0])
-            reason = "not a candidate pair" if self._non_candidate[bad] else "below the feasibility threshold"
-            raise ValueError(f"the true pair {bad} of an image is masked out ({reason}), so it can never be predicted")
+        # A true pair outside the candidates is a data error; one masked as infeasible is a miss.
+        non_candidate = label_array[self._non_candidate[label_array]]
+        if non_candidate.size:
+            raise ValueError(f"the true pair {int(non_candidate[0])} of an image is not a candidate pair, "
+                             "so it can never be predicted")
         if self._dtype is None:
             self._dtype = np.dtype(np.float64 if score_array.dtype == np.float64 else np.float32)
         score_array = np.asarray(score_array, dtype=self._dtype)
@@ -223,7 +224,7 @@ class StreamingEvaluator:
             unseen_before_key[row] = unseen_scores[row, : unseen_before_count[row]].max()
         return {
             "labels": labels.copy(),
-            "true_score": block[rows, labels].copy(),
+            "true_score": np.where(self._infeasible[labels], -np.inf, block[rows, labels]).astype(block.dtype),
             "best_seen": seen_scores[rows, seen_position],
             "best_seen_index": best_seen_index,
             "best_unseen": unseen_scores[rows, unseen_position],

@@ -142,13 +142,15 @@ def random_case(rng: np.random.Generator, kind: str) -> tuple:
         candidates = rng.random(num_pairs) < 0.7
         candidates[np.flatnonzero(seen)[0]] = candidates[np.flatnonzero(~seen)[0]] = True
         keep = candidates
-    elif kind == "open":
+    elif kind in ("open", "open, infeasible truths"):
         feasibility = rng.uniform(-1, 1, num_pairs)
         threshold = float(rng.uniform(-0.5, 0.3))
         feasibility[np.flatnonzero(~seen)[0]] = threshold  # exactly at the threshold is feasible
         keep = seen | (feasibility >= threshold)
     num_images = int(rng.integers(2, 150))
     kept_seen, kept_unseen = np.flatnonzero(keep & seen), np.flatnonzero(keep & ~seen)
+    if kind == "open, infeasible truths":  # images of masked unseen pairs too: misses at every bias
+        kept_unseen = np.flatnonzero(~seen)
     labels = np.where(
         rng.random(num_images) < rng.uniform(0.2, 0.8),
         rng.choice(kept_seen, num_images),
@@ -174,9 +176,9 @@ def random_case(rng: np.random.Generator, kind: str) -> tuple:
     return args, keep
 
 
-@pytest.mark.parametrize("kind", ["all", "closed", "open"])
+@pytest.mark.parametrize("kind", ["all", "closed", "open", "open, infeasible truths"])
 def test_random_matrices_match_reference(kind):
-    rng = np.random.default_rng({"all": 1, "closed": 2, "open": 3}[kind])
+    rng = np.random.default_rng({"all": 1, "closed": 2, "open": 3, "open, infeasible truths": 5}[kind])
     for _ in range(120):
         args, keep = random_case(rng, kind)
         scores, labels, pair_states, pair_objects, seen = args[:5]
@@ -186,7 +188,7 @@ def test_random_matrices_match_reference(kind):
 
 def test_chunked_updates_equal_one_shot(monkeypatch):
     rng = np.random.default_rng(4)
-    for kind in ["all", "closed", "open"] * 5:
+    for kind in ["all", "closed", "open", "open, infeasible truths"] * 5:
         args, _ = random_case(rng, kind)
         scores, labels, pair_states, pair_objects, seen, candidates, feasibility, threshold = args
         one_shot = evaluate_scores(*args).to_dict()
@@ -243,11 +245,16 @@ def test_bad_inputs_raise_clear_errors(small_problem, change, message):
 
 def test_masked_true_pairs_and_bad_masks_raise(small_problem):
     scores, labels, pair_states, pair_objects, seen = small_problem
-    with pytest.raises(ValueError, match=r"true pair 3 .* masked out \(not a candidate pair\)"):
+    with pytest.raises(ValueError, match=r"true pair 3 .* is not a candidate pair"):
         evaluate_scores(scores, labels, pair_states, pair_objects, seen, candidates=np.array([1, 1, 1, 0], bool))
     feasibility = np.array([0.0, 0.0, 0.5, 0.1])
-    with pytest.raises(ValueError, match=r"true pair 3 .* \(below the feasibility threshold\)"):
-        evaluate_scores(scores, labels, pair_states, pair_objects, seen, feasibility=feasibility, threshold=0.2)
+    # An infeasible true pair is a miss at every bias, even where its score is the highest of all.
+    rows = np.array([0, 1, 3])  # two seen images and one of unseen pair 3
+    boosted = scores[rows].copy()
+    boosted[2, 3] = 1e6
+    plain = evaluate_scores(boosted, labels[rows], pair_states, pair_objects, seen)
+    masked = evaluate_scores(boosted, labels[rows], pair_states, pair_objects, seen, feasibility=feasibility, threshold=0.2)
+    assert plain.unseen_curve[-1] == 1.0 and max(masked.unseen_curve) == 0.0
     with pytest.raises(ValueError, match="feasibility and threshold must be given together"):
         StreamingEvaluator(pair_states, pair_objects, seen, feasibility=feasibility)
     with pytest.raises(ValueError, match=r"at least one seen and one unseen pair \(got 2 seen, 0 unseen\)"):
