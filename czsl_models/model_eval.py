@@ -12,6 +12,7 @@ import torch
 
 from .data import CompositionDataset, Sample
 from .evaluation import CZSLMetrics, StreamingEvaluator
+from .feasibility import best_threshold, candidate_thresholds, pair_feasibility
 from .vocab import Vocabulary
 
 
@@ -41,6 +42,11 @@ class EvaluationSetup:
     labels: np.ndarray  # [N] index of each image's pair in vocab.pairs
     samples: list[Sample]
     evaluator: StreamingEvaluator
+
+    def feasibility_evaluator(self, feasibility: np.ndarray, threshold: float) -> StreamingEvaluator:
+        """An empty open-world evaluator that also masks unseen pairs below the feasibility threshold."""
+        return StreamingEvaluator(self.vocab.pair_states, self.vocab.pair_objects, self.evaluator.seen,
+                                  feasibility=feasibility, threshold=threshold)
 
 
 def evaluation_setup(dataset: CompositionDataset, phase: str = "test", open_world: bool = False) -> EvaluationSetup:
@@ -143,15 +149,23 @@ def default_num_workers(num_images: int, device: torch.device) -> int:
     return max(0, min(8, (os.cpu_count() or 1) - 1))
 
 
-@torch.no_grad()
-def evaluate_model(model, dataset: CompositionDataset, phase: str = "test", open_world: bool = False,
-                   batch_size: int = 32, features=None, num_workers: int | None = None,
-                   progress: Callable[[int, int], None] | None = None) -> CZSLMetrics:
-    """CZSL metrics of a model on a dataset phase (closed or open world), streamed over image batches.
+def model_feasibility(model, vocab: Vocabulary, dataset: CompositionDataset) -> np.ndarray:
+    """CompCos feasibility [P] of the vocabulary's pairs from the model's own state and object text
+    features and the dataset's training pairs (czsl_models.feasibility)."""
+    with torch.no_grad():
+        text = model.prompts.encode_all(vocab)
+    state_index = {name: i for i, name in enumerate(vocab.states)}
+    object_index = {name: i for i, name in enumerate(vocab.objects)}
+    train = [(state_index[state], object_index[object_]) for state, object_ in dataset.train_pairs]
+    return pair_feasibility(text["state"].float().cpu().numpy(), text["object"].float().cpu().numpy(),
+                            vocab.pair_states, vocab.pair_objects, train)
 
-    `features`: cached vision outputs of exactly that phase's images (the trainer passes them for
-    models that train from cache); otherwise images are decoded and encoded here."""
-    setup = evaluation_setup(dataset, phase, open_world)
+
+@torch.no_grad()
+def _stream_scores(model, dataset: CompositionDataset, setup: EvaluationSetup, evaluators: Sequence[StreamingEvaluator],
+                   batch_size: int, features, num_workers: int | None,
+                   progress: Callable[[int, int], None] | None) -> None:
+    """Score the phase's images batch by batch and feed every evaluator."""
     model.prompts.check_lengths(setup.vocab)
     was_training = model.training
     model.eval()
@@ -170,10 +184,45 @@ def evaluate_model(model, dataset: CompositionDataset, phase: str = "test", open
             if pixels is not None:
                 pixels = pixels.to(device)
             logits = model(pixels, setup.vocab, visual=visual)
-            setup.evaluator.update(model.pair_scores(logits, setup.vocab), setup.labels[indices])
+            scores = model.pair_scores(logits, setup.vocab)
+            for evaluator in evaluators:
+                evaluator.update(scores, setup.labels[indices])
             done += len(indices)
             if progress is not None:
                 progress(done, len(order))
     finally:
         model.train(was_training)
-    return setup.evaluator.compute()
+
+
+def evaluate_model(model, dataset: CompositionDataset, phase: str = "test", open_world: bool = False,
+                   batch_size: int = 32, features=None, num_workers: int | None = None,
+                   progress: Callable[[int, int], None] | None = None,
+                   feasibility_threshold: float | None = None) -> CZSLMetrics:
+    """CZSL metrics of a model on a dataset phase (closed or open world), streamed over image batches.
+
+    `features`: cached vision outputs of exactly that phase's images (the trainer passes them for
+    models that train from cache); otherwise images are decoded and encoded here.
+    `feasibility_threshold` (open world only): unseen pairs whose CompCos feasibility is below it
+    are masked (czsl_models.feasibility; `choose_feasibility_threshold` picks one on validation)."""
+    setup = evaluation_setup(dataset, phase, open_world)
+    evaluator = setup.evaluator
+    if feasibility_threshold is not None:
+        if not open_world:
+            raise ValueError("a feasibility threshold applies to the open world only")
+        evaluator = setup.feasibility_evaluator(model_feasibility(model, setup.vocab, dataset), feasibility_threshold)
+    _stream_scores(model, dataset, setup, [evaluator], batch_size, features, num_workers, progress)
+    return evaluator.compute()
+
+
+def choose_feasibility_threshold(model, dataset: CompositionDataset, batch_size: int = 32, features=None,
+                                 num_workers: int | None = None,
+                                 progress: Callable[[int, int], None] | None = None) -> tuple[float, dict[float, float]]:
+    """The feasibility threshold with the best open-world AUC on the validation split, and the AUC of
+    every threshold tried; the images are scored once, every threshold evaluated on the same scores."""
+    setup = evaluation_setup(dataset, "val", open_world=True)
+    feasibility = model_feasibility(model, setup.vocab, dataset)
+    thresholds = candidate_thresholds(feasibility, setup.evaluator.seen)
+    evaluators = [setup.feasibility_evaluator(feasibility, threshold) for threshold in thresholds]
+    _stream_scores(model, dataset, setup, evaluators, batch_size, features, num_workers, progress)
+    aucs = {threshold: evaluator.compute().AUC for threshold, evaluator in zip(thresholds, evaluators)}
+    return best_threshold(list(aucs), list(aucs.values())), aucs

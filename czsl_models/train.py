@@ -811,21 +811,40 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", default=None, help="backbone for a model without checkpoint (default ViT-L-14-quickgelu:openai)")
     parser.add_argument("--phase", choices=("test", "val"), default="test", help="split to evaluate (default test)")
     parser.add_argument("--open-world", action="store_true", help="score every state x object pair")
+    parser.add_argument("--feasibility-threshold", type=_feasibility_threshold, default=None, metavar="T|val",
+                        help="open world: mask unseen pairs whose CompCos feasibility is below T, or below the "
+                             "threshold with the best validation AUC ('val')")
     parser.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
     parser.add_argument("--num-workers", type=int, default=None, help="image decoding processes (default: automatic)")
     add_head_precision_argument(parser)
     parser.add_argument("--json", action="store_true", help="print every metric and the curve as JSON")
 
 
+def _feasibility_threshold(text: str) -> float | str:
+    """A number, or 'val' (choose on the validation split)."""
+    if text.strip().lower() == "val":
+        return "val"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'val', not {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"the threshold must be finite, not {text!r}")
+    return value
+
+
 def run_evaluate_command(args: argparse.Namespace) -> int:
     """Evaluate a model (trained or zero-shot) on a dataset split and print the CZSL metrics."""
     from .data import load_dataset
     from .evaluation import CZSLMetrics, format_metrics_table
-    from .model_eval import evaluate_model
+    from .model_eval import choose_feasibility_threshold, evaluate_model
     from .registry import load_model, read_checkpoint_config, resolve_checkpoint
 
     if args.batch_size < 1:
         return _print_error("--batch-size must be at least 1")
+    if args.feasibility_threshold is not None and not args.open_world:
+        return _print_error("--feasibility-threshold applies to the open world: add --open-world")
+    threshold, tried = args.feasibility_threshold, None
     try:
         name = args.model
         if name is None:
@@ -833,18 +852,26 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
         model = load_model(name, checkpoint=args.checkpoint, backbone=args.backbone)
         model.head_precision = args.head_precision
         dataset = load_dataset(args.dataset)
+        if threshold == "val":
+            threshold, tried = choose_feasibility_threshold(model, dataset, batch_size=args.batch_size,
+                                                            num_workers=args.num_workers)
         metrics: CZSLMetrics = evaluate_model(model, dataset, phase=args.phase, open_world=args.open_world,
-                                              batch_size=args.batch_size, num_workers=args.num_workers)
+                                              batch_size=args.batch_size, num_workers=args.num_workers,
+                                              feasibility_threshold=threshold)
     except _user_errors() as error:
         return _print_error(str(error))
     except ValueError as error:  # the split cannot be evaluated (no images, no unseen pairs)
         return _print_error(str(error))
     world = "open world" if args.open_world else "closed world"
+    if threshold is not None:
+        world += f", unseen pairs with feasibility below {threshold:.4f} masked" + (" (chosen on val)" if tried else "")
     if args.json:
         document = {"model": model.name, "checkpoint": args.checkpoint, "backbone": model.backbone.name,
                     "trained": model.is_trained, "dataset": dataset.name, "phase": args.phase,
                     "open_world": args.open_world, "images": len(dataset.splits[args.phase]),
-                    "head_precision": model.head_precision_in_use(), **metrics.to_dict()}
+                    "head_precision": model.head_precision_in_use(), "feasibility_threshold": threshold,
+                    "val_auc_by_threshold": None if tried is None else [[t, auc] for t, auc in tried.items()],
+                    **metrics.to_dict()}
         print(json.dumps(document, indent=2))
         return 0
     status = "trained" if model.is_trained else "untrained: the CLIP zero-shot baseline"
