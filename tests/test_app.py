@@ -256,6 +256,18 @@ def test_evaluate_a_checkpoint_on_a_dataset(client, app_server):
                                                       "Best harmonic mean (HM)", "Area under the curve (AUC)"]
 
 
+def test_evaluate_the_open_world_with_feasibility(client, app_server):
+    """The feasibility option appears with the open world; its threshold is chosen on validation and shown."""
+    assert client.predict(True, api_name="/evaluate_world_changed")["visible"] is True
+    assert client.predict(False, api_name="/evaluate_world_changed")["visible"] is False
+    folders = sorted((app_server[3] / "weights").glob("msci-*"))
+    args = ("A model on a dataset", "msci", str(folders[-1]), SOURCE_SYNTHETIC, None, "", "test", True, None)
+    plain, _, _ = client.predict(*args, False, api_name="/evaluate")
+    summary, curve, table = client.predict(*args, True, api_name="/evaluate")
+    assert "(open world)" in plain and "leaving out implausible new combinations: feasibility below " in summary
+    assert Image.open(curve).size[0] > 300 and len(table["data"]) == 6
+
+
 def test_evaluate_a_scores_file_matches_the_evaluator(client, tmp_path):
     from czsl_models.evaluation import evaluate_scores
 

@@ -95,20 +95,25 @@ def metrics_from_scores_file(path: str) -> dict[str, Any]:
 
 @gpu_function
 def metrics_of_model(state: AppState, model_name: str, checkpoint: str | None, spec: str, phase: str,
-                     open_world: bool) -> tuple[dict[str, Any], str]:
+                     open_world: bool, feasible_only: bool = False) -> tuple[dict[str, Any], str]:
     """CZSL metrics of a model (untrained or a checkpoint) on a dataset phase, and the dataset's name
-    (arguments and results pickle, as ZeroGPU wants)."""
+    (arguments and results pickle, as ZeroGPU wants). feasible_only (open world): mask unseen pairs
+    below the feasibility threshold chosen on the validation photos; the metrics then hold it as
+    `feasibility_threshold`."""
     from ..data import load_dataset
-    from ..model_eval import evaluate_model
+    from ..model_eval import choose_feasibility_threshold, evaluate_model
 
     dataset = load_dataset(spec)
     state.remember_dataset(dataset_vocabulary(dataset))
     model = state.get_model(model_name, checkpoint)
+    threshold = None
     try:
-        metrics = evaluate_model(model, dataset, phase=phase, open_world=open_world)
+        if feasible_only and open_world:
+            threshold, _ = choose_feasibility_threshold(model, dataset)
+        metrics = evaluate_model(model, dataset, phase=phase, open_world=open_world, feasibility_threshold=threshold)
     except ValueError as error:
         raise InputError(f"Cannot evaluate on this dataset: {error}.") from None
-    return metrics.to_dict(), dataset.name
+    return {**metrics.to_dict(), "feasibility_threshold": threshold}, dataset.name
 
 
 def build_evaluate_tab(state: AppState) -> None:
@@ -130,6 +135,12 @@ def build_evaluate_tab(state: AppState) -> None:
                 picker = build_dataset_picker("evaluate")
                 phase = gr.Radio(PHASES, value="test", label="Which photos")
                 open_world = gr.Checkbox(False, label="Consider every state with every object (open world)")
+                feasible_only = gr.Checkbox(False, visible=False, elem_id="evaluate-feasible",
+                                            label="Leave out implausible new combinations",
+                                            info="A new combination counts as implausible when its state and object "
+                                                 "look little like those they were seen with in training (CompCos "
+                                                 "feasibility); the cut-off is the one that scores best on the "
+                                                 "validation photos.")
             scores_file = gr.File(label="Scores file (.npz with scores, pairs, labels, seen)", file_types=[".npz"],
                                   visible=False, elem_id="evaluate-scores")
             run = gr.Button("Evaluate", variant="primary", elem_id="evaluate-button")
@@ -141,7 +152,7 @@ def build_evaluate_tab(state: AppState) -> None:
 
     @friendly_errors
     def on_evaluate(source_value, model_name, checkpoint_value, dataset_source, upload, server_path, phase_value,
-                    open_world_value, scores_value):
+                    open_world_value, scores_value, feasible_value=False):
         """Evaluate a model on a dataset, or a saved scores file; returns the summary, curve and table."""
         if source_value == SOURCE_SCORES:
             path = uploaded_path(scores_value)
@@ -153,16 +164,24 @@ def build_evaluate_tab(state: AppState) -> None:
         else:
             spec = dataset_spec(dataset_source, upload, server_path)
             metrics, dataset_name = metrics_of_model(state, model_name, checkpoint_value, spec, phase_value or "test",
-                                                     bool(open_world_value))
+                                                     bool(open_world_value), bool(feasible_value))
             phase_name = "validation" if phase_value == "val" else "test"
             world = "open world" if open_world_value else "closed world"
             where = f"the {phase_name} photos of {dataset_name} ({world})"
             title = f"{state.display_name(model_name)} on {dataset_name}, {phase_name} ({world})"
+            if metrics["feasibility_threshold"] is not None:
+                cut = f"{metrics['feasibility_threshold']:.3f}"
+                where = (f"the {phase_name} photos of {dataset_name} (open world, leaving out implausible new "
+                         f"combinations: feasibility below {cut})")
+                title = f"{state.display_name(model_name)} on {dataset_name}, {phase_name} (open world, feasibility ≥ {cut})"
         return metrics_summary(metrics, where), curve_image(metrics, title), metrics_table(metrics)
 
-    run.click(on_evaluate, inputs=[source, model, checkpoint, *picker.inputs, phase, open_world, scores_file],
+    run.click(on_evaluate, inputs=[source, model, checkpoint, *picker.inputs, phase, open_world, scores_file,
+                                   feasible_only],
               outputs=[summary_text, curve, table], api_name="evaluate", concurrency_id="evaluate",
               concurrency_limit=1)
+    open_world.change(lambda value: gr.update(visible=bool(value)), inputs=[open_world], outputs=[feasible_only],
+                      api_name="evaluate_world_changed")
     def on_source(value):
         """Show the model and dataset choices, or the scores file upload."""
         return gr.update(visible=value == SOURCE_MODEL), gr.update(visible=value == SOURCE_SCORES)
