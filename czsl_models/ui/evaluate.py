@@ -166,14 +166,13 @@ def build_evaluate_tab(state: AppState) -> None:
             metrics, dataset_name = metrics_of_model(state, model_name, checkpoint_value, spec, phase_value or "test",
                                                      bool(open_world_value), bool(feasible_value))
             phase_name = "validation" if phase_value == "val" else "test"
-            world = "open world" if open_world_value else "closed world"
+            world = short_world = "open world" if open_world_value else "closed world"
+            threshold = metrics["feasibility_threshold"]
+            if threshold is not None:
+                world += f", leaving out implausible new combinations: feasibility below {threshold:.3f}"
+                short_world += f", feasibility ≥ {threshold:.3f}"
             where = f"the {phase_name} photos of {dataset_name} ({world})"
-            title = f"{state.display_name(model_name)} on {dataset_name}, {phase_name} ({world})"
-            if metrics["feasibility_threshold"] is not None:
-                cut = f"{metrics['feasibility_threshold']:.3f}"
-                where = (f"the {phase_name} photos of {dataset_name} (open world, leaving out implausible new "
-                         f"combinations: feasibility below {cut})")
-                title = f"{state.display_name(model_name)} on {dataset_name}, {phase_name} (open world, feasibility ≥ {cut})"
+            title = f"{state.display_name(model_name)} on {dataset_name}, {phase_name} ({short_world})"
         return metrics_summary(metrics, where), curve_image(metrics, title), metrics_table(metrics)
 
     run.click(on_evaluate, inputs=[source, model, checkpoint, *picker.inputs, phase, open_world, scores_file,
