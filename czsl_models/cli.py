@@ -12,11 +12,11 @@ from .presets import DEFAULT_OBJECTS, DEFAULT_STATES
 
 # Subcommands that live next to the code they drive: (module, add_arguments, run, help).
 _DELEGATED = {
-    "metrics": ("evaluation", "add_metrics_arguments", "run_metrics_command",
+    "metrics": ("evaluation.metrics", "add_metrics_arguments", "run_metrics_command",
                 "CZSL metrics (seen, unseen, HM, AUC) of a saved score matrix"),
-    "train": ("train", "add_train_arguments", "run_train_command", "train a model on a dataset"),
-    "evaluate": ("train", "add_evaluate_arguments", "run_evaluate_command", "evaluate a model on a dataset"),
-    "push": ("train", "add_push_arguments", "run_push_command", "publish a checkpoint folder to the Hugging Face Hub"),
+    "train": ("training.trainer", "add_train_arguments", "run_train_command", "train a model on a dataset"),
+    "evaluate": ("training.trainer", "add_evaluate_arguments", "run_evaluate_command", "evaluate a model on a dataset"),
+    "push": ("training.trainer", "add_push_arguments", "run_push_command", "publish a checkpoint folder to the Hugging Face Hub"),
 }
 
 

@@ -1,4 +1,4 @@
-"""Tests for czsl_models.data: the three dataset layouts, synthetic shapes and safe zip import."""
+"""Tests for czsl_models.data.dataset: the three dataset layouts, synthetic shapes and safe zip import."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from czsl_models.data import (
+from czsl_models.data.dataset import (
     CompositionDataset,
     DatasetError,
     Sample,

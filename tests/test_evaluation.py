@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from czsl_models import evaluation
-from czsl_models.evaluation import (
+from czsl_models.evaluation import metrics as evaluation
+from czsl_models.evaluation.metrics import (
     CZSLMetrics,
     StreamingEvaluator,
     add_metrics_arguments,

@@ -9,9 +9,9 @@ import pytest
 
 from czsl_models import load_model
 from czsl_models.cli import main as cli_main
-from czsl_models.data import load_dataset
-from czsl_models.feasibility import best_threshold, candidate_thresholds, pair_feasibility
-from czsl_models.model_eval import choose_feasibility_threshold, evaluate_model, evaluation_setup, model_feasibility
+from czsl_models.data.dataset import load_dataset
+from czsl_models.evaluation.feasibility import best_threshold, candidate_thresholds, pair_feasibility
+from czsl_models.evaluation.evaluate import choose_feasibility_threshold, evaluate_model, evaluation_setup, model_feasibility
 
 DATASET = "synthetic:shapes?num_states=3&num_objects=3&images_per_pair=2"
 

@@ -331,7 +331,7 @@ class CompositionModel(nn.Module, PyTorchModelHubMixin, library_name="czsl-model
 
     def generate_model_card(self, *args, **kwargs) -> ModelCard:
         """The README.md of a checkpoint: model, backbone, training vocabulary and metrics."""
-        from ..model_card import render_model_card
+        from ..hub.model_card import render_model_card
 
         return ModelCard(render_model_card(self, metrics=kwargs.get("metrics")))
 

@@ -256,7 +256,7 @@ def _read_pair_file(path: Path) -> list[Pair]:
 
 def _load_metadata(path: Path) -> list[dict[str, str]]:
     """Read czsl metadata without unpickling arbitrary objects."""
-    import torch  # only this layout needs torch; keep `import czsl_models.data` light
+    import torch  # only this layout needs torch; keep `import czsl_models.data.dataset` light
 
     try:
         records = torch.load(path, map_location="cpu", weights_only=True)

@@ -10,10 +10,10 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .data import CompositionDataset, Sample
-from .evaluation import CZSLMetrics, StreamingEvaluator
+from ..data.dataset import CompositionDataset, Sample
+from .metrics import CZSLMetrics, StreamingEvaluator
 from .feasibility import best_threshold, candidate_thresholds, pair_feasibility
-from .vocab import Vocabulary
+from ..vocab import Vocabulary
 
 
 def training_vocabulary(dataset: CompositionDataset) -> Vocabulary:
@@ -151,7 +151,7 @@ def default_num_workers(num_images: int, device: torch.device) -> int:
 
 def model_feasibility(model, vocab: Vocabulary, dataset: CompositionDataset) -> np.ndarray:
     """CompCos feasibility [P] of the vocabulary's pairs from the model's own state and object text
-    features and the dataset's training pairs (czsl_models.feasibility)."""
+    features and the dataset's training pairs (czsl_models.evaluation.feasibility)."""
     with torch.no_grad():
         text = model.prompts.encode_all(vocab)
     state_index = {name: i for i, name in enumerate(vocab.states)}
@@ -203,7 +203,7 @@ def evaluate_model(model, dataset: CompositionDataset, phase: str = "test", open
     `features`: cached vision outputs of exactly that phase's images (the trainer passes them for
     models that train from cache); otherwise images are decoded and encoded here.
     `feasibility_threshold` (open world only): unseen pairs whose CompCos feasibility is below it
-    are masked (czsl_models.feasibility; `choose_feasibility_threshold` picks one on validation)."""
+    are masked (czsl_models.evaluation.feasibility; `choose_feasibility_threshold` picks one on validation)."""
     setup = evaluation_setup(dataset, phase, open_world)
     evaluator = setup.evaluator
     if feasibility_threshold is not None:

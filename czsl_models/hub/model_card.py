@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .models.base import CompositionModel
+    from ..models.base import CompositionModel
 
 PAPERS = {
     "msci": "MSCI: multi-stage cross-modal interaction (IJCAI 2025, arXiv 2505.10289)",

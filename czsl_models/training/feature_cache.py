@@ -32,8 +32,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .backbone import VisualOutput
-from .data import SYNTHETIC_PREFIX, CompositionDataset, Sample
+from ..backbone import VisualOutput
+from ..data.dataset import SYNTHETIC_PREFIX, CompositionDataset, Sample
 
 CACHE_DIR_ENV = "CZSL_CACHE_DIR"
 CACHE_FORMAT_VERSION = 1

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .registry import read_checkpoint_config
-from .training_state import CHECKPOINT_FILES
+from ..registry import read_checkpoint_config
+from ..training.run_state import CHECKPOINT_FILES
 
 _TRUE = ("1", "true", "yes", "on")
 

@@ -30,9 +30,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol, Sequence, runtime_checkable
 
-from .backbone import DEFAULT_BACKBONE
-from .model_eval import evaluate_model  # re-exported: the app's evaluation entry point
-from .training_state import (
+from ..backbone import DEFAULT_BACKBONE
+from ..evaluation.evaluate import evaluate_model  # re-exported: the app's evaluation entry point
+from .run_state import (
     TrainingState, commit_checkpoint, has_checkpoint, load_training_state, recover_checkpoint, save_training_state,
     training_state_path,
 )
@@ -118,7 +118,7 @@ def recognised_dataset(name: str) -> str | None:
 def resolve_recipe(config: TrainConfig, dataset_name: str) -> Recipe:
     """The published recipe of the model on a recognised dataset (else sensible defaults), with the
     config's explicit values taking precedence."""
-    from .models.msci import resolve_preset
+    from ..models.msci import resolve_preset
 
     known = recognised_dataset(dataset_name)
     options: dict[str, Any] = {}
@@ -146,7 +146,7 @@ def resolve_recipe(config: TrainConfig, dataset_name: str) -> Recipe:
 
 def check_config(config: TrainConfig) -> None:
     """Raise TrainError for options that cannot work."""
-    from .registry import CheckpointError, model_class
+    from ..registry import CheckpointError, model_class
 
     if config.preset not in PRESETS:
         raise TrainError(f"unknown preset {config.preset!r}; choose fast or paper")
@@ -335,7 +335,7 @@ class _Run:
 
         import torch
 
-        from .backbone import default_device
+        from ..backbone import default_device
 
         # CZSL_DEVICE=cpu (which places the shared backbone) also keeps the heads on the CPU.
         cpu = self.config.cpu or default_device().type == "cpu"
@@ -388,10 +388,10 @@ class _Run:
     def run(self) -> "TrainResult":
         import torch
 
-        from .data import DatasetError, load_dataset
-        from .features_cache import CacheBuildStopped, model_trains_from_cache
-        from .model_eval import training_targets, training_vocabulary
-        from .registry import load_model
+        from ..data.dataset import DatasetError, load_dataset
+        from .feature_cache import CacheBuildStopped, model_trains_from_cache
+        from ..evaluation.evaluate import training_targets, training_vocabulary
+        from ..registry import load_model
 
         config = self.config
         check_config(config)
@@ -486,7 +486,7 @@ class _Run:
     def _features(self, phase: str, samples):
         """Cached backbone outputs of a split (each machine's first process builds them, the others wait;
         two machines sharing a cache folder both build, and the atomic rename keeps one)."""
-        from .features_cache import build_feature_cache
+        from .feature_cache import build_feature_cache
 
         if not samples:
             return None
@@ -506,7 +506,7 @@ class _Run:
 
     # ---------------------------------------------------------------- epochs
     def _pixel_source(self, batches: list[list[int]], epoch: int):
-        from .model_eval import PixelSamples, default_num_workers, pixel_batches, training_augmentation
+        from ..evaluation.evaluate import PixelSamples, default_num_workers, pixel_batches, training_augmentation
 
         backbone = self.model.backbone
         augment = self.config.preset == "paper"
@@ -600,7 +600,7 @@ class _Run:
 
     def _phase_evaluable(self, phase: str) -> bool:
         """True when a split has images of seen and unseen pairs (else a message says why not)."""
-        from .model_eval import evaluation_setup
+        from ..evaluation.evaluate import evaluation_setup
 
         try:
             evaluation_setup(self.dataset, phase, self.config.open_world)
@@ -611,7 +611,7 @@ class _Run:
 
     def _evaluate(self, phase: str) -> dict[str, Any] | None:
         """Metrics of the current weights on a phase, or None when the phase cannot be evaluated."""
-        from .model_eval import evaluate_model
+        from ..evaluation.evaluate import evaluate_model
 
         if not self.evaluable[phase]:
             return None
@@ -703,10 +703,10 @@ def _print_error(message: str) -> int:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from .backbone import BackboneError
-    from .data import DatasetError
-    from .registry import CheckpointError
-    from .vocab import VocabularyError
+    from ..backbone import BackboneError
+    from ..data.dataset import DatasetError
+    from ..registry import CheckpointError
+    from ..vocab import VocabularyError
 
     return (TrainError, DatasetError, BackboneError, CheckpointError, VocabularyError)
 
@@ -802,7 +802,7 @@ def format_train_summary(result: TrainResult) -> str:
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `evaluate`."""
-    from .cli import add_head_precision_argument
+    from ..cli import add_head_precision_argument
 
     parser.add_argument("--model", default=None, help="clip, msci, refiner or svip (default: the checkpoint's, else clip)")
     parser.add_argument("--checkpoint", default=None,
@@ -835,10 +835,10 @@ def _feasibility_threshold(text: str) -> float | str:
 
 def run_evaluate_command(args: argparse.Namespace) -> int:
     """Evaluate a model (trained or zero-shot) on a dataset split and print the CZSL metrics."""
-    from .data import load_dataset
-    from .evaluation import CZSLMetrics, format_metrics_table
-    from .model_eval import choose_feasibility_threshold, evaluate_model
-    from .registry import load_model, read_checkpoint_config, resolve_checkpoint
+    from ..data.dataset import load_dataset
+    from ..evaluation.metrics import CZSLMetrics, format_metrics_table
+    from ..evaluation.evaluate import choose_feasibility_threshold, evaluate_model
+    from ..registry import load_model, read_checkpoint_config, resolve_checkpoint
 
     if args.batch_size < 1:
         return _print_error("--batch-size must be at least 1")
@@ -895,8 +895,8 @@ def add_push_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_push_command(args: argparse.Namespace) -> int:
     """Publish a checkpoint folder to the Hugging Face Hub; the local folder is never changed."""
-    from .hub_publish import PublishError, push_checkpoint
-    from .registry import CheckpointError
+    from ..hub.publish import PublishError, push_checkpoint
+    from ..registry import CheckpointError
 
     try:
         url = push_checkpoint(args.directory, args.repo_id, token=args.token, private=args.private,

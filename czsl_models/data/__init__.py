@@ -1,0 +1,1 @@
+"""Composition datasets: the czsl layout, image folders, synthetic shapes and safe archive import."""

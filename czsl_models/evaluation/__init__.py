@@ -1,0 +1,1 @@
+"""Evaluation: streaming CZSL metrics, feasibility, and evaluating a model on a dataset."""

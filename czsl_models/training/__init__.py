@@ -1,0 +1,1 @@
+"""Training: the trainer, its recipes, the feature cache and run state."""
