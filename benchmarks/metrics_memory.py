@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from czsl_models.evaluation.metrics import StreamingEvaluator  # noqa: E402
+from czsl_models.evaluation import StreamingEvaluator  # noqa: E402
 
 CGQA_OPEN_WORLD = {"images": 5098, "states": 413, "objects": 674, "seen_pairs": 5592}
 QUICK = {"images": 600, "states": 60, "objects": 80, "seen_pairs": 500}

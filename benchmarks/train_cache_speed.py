@@ -5,7 +5,7 @@ Usage:
     python benchmarks/train_cache_speed.py            # random ViT-L/14, a few minutes on 2 CPU cores
     python benchmarks/train_cache_speed.py --quick    # tiny backbone, seconds
 
-Both runs go through `czsl_models.training.trainer.train` with identical settings, except that the uncached one
+Both runs go through `czsl_models.training.train` with identical settings, except that the uncached one
 sets `use_feature_cache=False`. An epoch's time runs from the end of the previous epoch (after its
 validation) to its last optimiser step, so it counts data loading, the vision pass (uncached only)
 and the head's forward and backward, and leaves out validation and the one-time cache build (shown
@@ -42,7 +42,7 @@ if str(REPO_ROOT) not in sys.path:
 import torch  # noqa: E402
 
 from czsl_models.backbone import get_backbone  # noqa: E402
-from czsl_models.training.trainer import TrainConfig, train  # noqa: E402
+from czsl_models.training import TrainConfig, train  # noqa: E402
 
 VIT_L = "random:ViT-L-14-quickgelu"
 TARGET_RATIO = 10.0

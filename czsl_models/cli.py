@@ -12,21 +12,30 @@ from .presets import DEFAULT_OBJECTS, DEFAULT_STATES
 
 # Subcommands that live next to the code they drive: (module, add_arguments, run, help).
 _DELEGATED = {
-    "metrics": ("evaluation.metrics", "add_metrics_arguments", "run_metrics_command",
+    "metrics": ("evaluation.cli", "add_metrics_arguments", "run_metrics_command",
                 "CZSL metrics (seen, unseen, HM, AUC) of a saved score matrix"),
-    "train": ("training.trainer", "add_train_arguments", "run_train_command", "train a model on a dataset"),
-    "evaluate": ("training.trainer", "add_evaluate_arguments", "run_evaluate_command", "evaluate a model on a dataset"),
-    "push": ("training.trainer", "add_push_arguments", "run_push_command", "publish a checkpoint folder to the Hugging Face Hub"),
+    "train": ("training.cli", "add_train_arguments", "run_train_command", "train a model on a dataset"),
+    "evaluate": ("evaluation.cli", "add_evaluate_arguments", "run_evaluate_command", "evaluate a model on a dataset"),
+    "push": ("hub.cli", "add_push_arguments", "run_push_command", "publish a checkpoint folder to the Hugging Face Hub"),
 }
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean the user asked for something impossible: printed as one line, no traceback."""
     from .backbone import BackboneError
+    from .data import DatasetError
     from .images import ImageError
     from .registry import CheckpointError
+    from .training import TrainError
     from .vocab import VocabularyError
 
-    return (BackboneError, ImageError, CheckpointError, VocabularyError)
+    return (BackboneError, ImageError, CheckpointError, VocabularyError, DatasetError, TrainError)
+
+
+def print_error(message: str) -> int:
+    """Print a one-line error on stderr; the exit status of a refused command."""
+    print(f"error: {message}", file=sys.stderr)
+    return 2
 
 
 def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
@@ -166,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
-    except (UserError, *_user_errors()) as error:
+    except (UserError, *user_errors()) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

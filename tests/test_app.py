@@ -269,7 +269,7 @@ def test_evaluate_the_open_world_with_feasibility(client, app_server):
 
 
 def test_evaluate_a_scores_file_matches_the_evaluator(client, tmp_path):
-    from czsl_models.evaluation.metrics import evaluate_scores
+    from czsl_models.evaluation import evaluate_scores
 
     rng = np.random.default_rng(0)
     pairs = np.array([[state, obj] for state in ("red", "blue", "green") for obj in ("ball", "cube")])

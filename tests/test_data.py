@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from czsl_models.data.dataset import (
+from czsl_models.data import (
     CompositionDataset,
     DatasetError,
     Sample,

@@ -10,13 +10,8 @@ import pytest
 import torch
 
 from czsl_models.evaluation import metrics as evaluation
-from czsl_models.evaluation.metrics import (
-    CZSLMetrics,
-    StreamingEvaluator,
-    add_metrics_arguments,
-    evaluate_scores,
-    run_metrics_command,
-)
+from czsl_models.evaluation import CZSLMetrics, StreamingEvaluator, evaluate_scores
+from czsl_models.evaluation.cli import add_metrics_arguments, run_metrics_command
 
 
 def reference_metrics(

@@ -9,7 +9,7 @@ import pytest
 
 from czsl_models import load_model
 from czsl_models.cli import main as cli_main
-from czsl_models.data.dataset import load_dataset
+from czsl_models.data import load_dataset
 from czsl_models.evaluation.feasibility import best_threshold, candidate_thresholds, pair_feasibility
 from czsl_models.evaluation.evaluate import choose_feasibility_threshold, evaluate_model, evaluation_setup, model_feasibility
 

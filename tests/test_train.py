@@ -17,11 +17,12 @@ import torch
 from safetensors.torch import load_file
 
 from czsl_models.cli import main as cli_main
-from czsl_models.data.dataset import load_dataset
+from czsl_models.data import load_dataset
 from czsl_models.training.feature_cache import build_feature_cache, cache_key, model_trains_from_cache
-from czsl_models.evaluation.evaluate import evaluate_model, training_vocabulary
+from czsl_models.evaluation import evaluate_model
+from czsl_models.training.targets import training_vocabulary
 from czsl_models.registry import load_model
-from czsl_models.training.trainer import TrainConfig, TrainError, epoch_batches, shard_batch, train
+from czsl_models.training import TrainConfig, TrainError, epoch_batches, shard_batch, train
 from czsl_models.training.run_state import COMMIT_MARKER, STAGING_NAME, commit_checkpoint, recover_checkpoint
 from czsl_models.vocab import Vocabulary
 

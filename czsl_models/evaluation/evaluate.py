@@ -3,35 +3,17 @@ published training augmentation when asked), and the CZSL evaluation of a model 
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from ..data.dataset import CompositionDataset, Sample
-from .metrics import CZSLMetrics, StreamingEvaluator
-from .feasibility import best_threshold, candidate_thresholds, pair_feasibility
+from ..data import CompositionDataset, Sample
+from ..data.pixels import PixelSamples, default_num_workers, pixel_batches
 from ..vocab import Vocabulary
-
-
-def training_vocabulary(dataset: CompositionDataset) -> Vocabulary:
-    """The closed world of the seen training pairs, every pair marked seen."""
-    pairs = list(dataset.train_pairs)
-    return Vocabulary.build(dataset.states, dataset.objects, pairs=pairs, seen_pairs=pairs,
-                            max_words=max(len(dataset.states), len(dataset.objects)), max_pairs=len(pairs))
-
-
-def training_targets(dataset: CompositionDataset, vocab: Vocabulary,
-                     samples: Sequence[Sample]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(pair, state, object) target indices of training samples in the training vocabulary."""
-    pair_index = {vocab.pair_names()[i]: i for i in range(vocab.num_pairs)}
-    state_index = {name: i for i, name in enumerate(vocab.states)}
-    object_index = {name: i for i, name in enumerate(vocab.objects)}
-    pairs = [pair_index[(s.state, s.object)] for s in samples]
-    return (torch.tensor(pairs, dtype=torch.long), torch.tensor([state_index[s.state] for s in samples]),
-            torch.tensor([object_index[s.object] for s in samples]))
+from .feasibility import best_threshold, candidate_thresholds, pair_feasibility
+from .metrics import CZSLMetrics, StreamingEvaluator
 
 
 @dataclass
@@ -72,81 +54,6 @@ def evaluation_setup(dataset: CompositionDataset, phase: str = "test", open_worl
     evaluator = StreamingEvaluator(vocab.pair_states, vocab.pair_objects, seen, candidates=candidates)
     return EvaluationSetup(vocab, labels, samples, evaluator)
 
-
-def _normalize_stats(preprocess) -> tuple[list[float], list[float]]:
-    from torchvision import transforms
-
-    for step in getattr(preprocess, "transforms", []):
-        if isinstance(step, transforms.Normalize):
-            return list(step.mean), list(step.std)
-    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
-
-    return list(OPENAI_DATASET_MEAN), list(OPENAI_DATASET_STD)
-
-
-def training_augmentation(backbone) -> Callable:
-    """The published training transform (CSP/Troika/MSCI): random resized crop (bicubic), horizontal
-    flip, then the backbone's normalisation."""
-    from torchvision import transforms
-
-    mean, std = _normalize_stats(backbone.preprocess)
-    return transforms.Compose([
-        transforms.RandomResizedCrop(backbone.image_size, interpolation=transforms.InterpolationMode.BICUBIC),
-        transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(),
-        transforms.Normalize(mean, std),
-    ])
-
-
-def augmentation_seed(seed: int, epoch: int, index: int) -> int:
-    """A seed per (run seed, epoch, image): augmentation is the same whatever the workers or the resume point."""
-    digest = hashlib.sha256(f"augment|{seed}|{epoch}|{index}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
-class PixelSamples(torch.utils.data.Dataset):
-    """Images of a split as pixel tensors; items are (epoch, index) keys so augmentation is seeded."""
-
-    def __init__(self, dataset: CompositionDataset, samples: Sequence[Sample], transform: Callable,
-                 augment: bool = False, seed: int = 0) -> None:
-        self.dataset = dataset
-        self.samples = list(samples)
-        self.transform = transform
-        self.augment = augment
-        self.seed = seed
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, key: tuple[int, int] | int) -> tuple[torch.Tensor, int]:
-        epoch, index = key if isinstance(key, tuple) else (0, key)
-        image = self.dataset.load_image(self.samples[index])
-        if not self.augment:
-            return self.transform(image), index
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(augmentation_seed(self.seed, epoch, index))
-            return self.transform(image), index
-
-
-def _collate(items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, list[int]]:
-    return torch.stack([pixels for pixels, _ in items]), [index for _, index in items]
-
-
-def pixel_batches(samples: PixelSamples, batches: Sequence[Sequence[tuple[int, int] | int]],
-                  num_workers: int = 0):
-    """An iterable of (pixels, indices) for the given batches of keys, decoded by workers if asked."""
-    return torch.utils.data.DataLoader(samples, batch_sampler=[list(batch) for batch in batches],
-                                       num_workers=num_workers, collate_fn=_collate,
-                                       persistent_workers=False, pin_memory=False)
-
-
-def default_num_workers(num_images: int, device: torch.device) -> int:
-    """Decoding workers: none for small sets or on CPU (the model needs the cores), a few on GPU."""
-    import os
-
-    if device.type == "cpu" or num_images < 256:
-        return 0
-    return max(0, min(8, (os.cpu_count() or 1) - 1))
 
 
 def model_feasibility(model, vocab: Vocabulary, dataset: CompositionDataset) -> np.ndarray:

@@ -41,12 +41,7 @@ reference divides by zero otherwise); ``compute`` raises ``ValueError`` when eit
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-import zipfile
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -320,68 +315,6 @@ def evaluate_scores(
     return evaluator.compute()
 
 
-class MetricsInputError(ValueError):
-    """A scores file cannot be evaluated; the message says why."""
-
-
-REQUIRED_NPZ_KEYS = ("scores", "pairs", "labels", "seen")
-ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip with entries, an empty zip
-NPY_MAGIC = b"\x93NUMPY"
-
-
-def load_metrics_inputs(path: Path) -> dict[str, Any]:
-    """Read a scores .npz (scores, pairs, labels, seen; optional candidates, feasibility, threshold)."""
-    try:
-        with open(path, "rb") as handle:
-            magic = handle.read(len(NPY_MAGIC))
-    except FileNotFoundError:
-        raise MetricsInputError(f"{path}: no such file") from None
-    except OSError as error:
-        raise MetricsInputError(f"{path}: cannot be read ({error})") from None
-    if magic == NPY_MAGIC:
-        raise MetricsInputError(f"{path}: expected an .npz archive of named arrays, found a single .npy array")
-    if not magic.startswith(ZIP_MAGICS):
-        raise MetricsInputError(f"{path}: not an .npz archive (numpy.savez writes one)")
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise MetricsInputError(f"{path}: not a readable .npz archive ({error})") from None
-    with archive:
-        missing = [key for key in REQUIRED_NPZ_KEYS if key not in archive.files]
-        if missing:
-            raise MetricsInputError(
-                f"{path}: missing array(s) {', '.join(missing)} "
-                f"(needs {', '.join(REQUIRED_NPZ_KEYS)}; optional candidates, feasibility with threshold)"
-            )
-        try:
-            arrays = {key: archive[key] for key in archive.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-            raise MetricsInputError(f"{path}: an array cannot be read ({error})") from None
-    pairs = arrays["pairs"]
-    if pairs.ndim != 2 or pairs.shape[1] != 2 or pairs.dtype.kind not in "US":
-        raise MetricsInputError(f"{path}: pairs must be a [P, 2] array of (state, object) strings")
-    if arrays["scores"].dtype.kind not in "fiu":
-        raise MetricsInputError(f"{path}: scores must be numeric, got dtype {arrays['scores'].dtype}")
-    # Integer ids per name: state / object accuracy compares names, whatever their order.
-    _, pair_states = np.unique(pairs[:, 0], return_inverse=True)
-    _, pair_objects = np.unique(pairs[:, 1], return_inverse=True)
-    inputs: dict[str, Any] = {
-        "scores": arrays["scores"],
-        "labels": arrays["labels"],
-        "pair_states": pair_states.reshape(-1),
-        "pair_objects": pair_objects.reshape(-1),
-        "seen": arrays["seen"],
-        "candidates": arrays.get("candidates"),
-        "feasibility": arrays.get("feasibility"),
-        "threshold": None,
-    }
-    if "threshold" in arrays:
-        if arrays["threshold"].size != 1 or arrays["threshold"].dtype.kind not in "fiu":
-            raise MetricsInputError(f"{path}: threshold must be a single number")
-        inputs["threshold"] = float(arrays["threshold"].reshape(()))
-    return inputs
-
-
 def format_metrics_table(metrics: CZSLMetrics) -> str:
     """Human-readable table of the headline metrics (fractions)."""
     rows = [
@@ -398,47 +331,3 @@ def format_metrics_table(metrics: CZSLMetrics) -> str:
     return "\n".join(lines)
 
 
-def add_metrics_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``python -m czsl_models metrics``."""
-    parser.add_argument(
-        "scores_file",
-        metavar="SCORES.npz",
-        type=Path,
-        help="npz with scores [N,P], pairs [P,2] (state, object), labels [N], seen [P]; optional "
-        "candidates [P] (closed world; absent = open world) and feasibility [P] with threshold",
-    )
-    parser.add_argument("--json", action="store_true", help="print every metric and the curve as JSON")
-
-
-def run_metrics_command(args: argparse.Namespace) -> int:
-    """Compute and print the CZSL metrics of a scores file; 0 on success, 2 on bad input."""
-    try:
-        inputs = load_metrics_inputs(Path(args.scores_file))
-        evaluator = StreamingEvaluator(
-            inputs["pair_states"],
-            inputs["pair_objects"],
-            inputs["seen"],
-            inputs["candidates"],
-            inputs["feasibility"],
-            inputs["threshold"],
-        )
-        evaluator.update(inputs["scores"], inputs["labels"])
-        metrics = evaluator.compute()
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(metrics.to_dict(), indent=2))
-        return 0
-    labels = inputs["labels"]
-    num_unseen_images = int((~evaluator.seen[labels]).sum())
-    world = "closed world" if inputs["candidates"] is not None else "open world"
-    if inputs["feasibility"] is not None:
-        world += f", feasibility threshold {inputs['threshold']:g}"
-    print(
-        f"{evaluator.num_images} images ({evaluator.num_images - num_unseen_images} of seen pairs, "
-        f"{num_unseen_images} of unseen pairs); {evaluator.num_candidate_pairs} of {evaluator.num_pairs} "
-        f"pairs can be predicted ({world})"
-    )
-    print(format_metrics_table(metrics))
-    return 0

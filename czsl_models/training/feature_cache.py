@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from ..backbone import VisualOutput
-from ..data.dataset import SYNTHETIC_PREFIX, CompositionDataset, Sample
+from ..data import SYNTHETIC_PREFIX, CompositionDataset, Sample
 
 CACHE_DIR_ENV = "CZSL_CACHE_DIR"
 CACHE_FORMAT_VERSION = 1

@@ -84,7 +84,7 @@ def dataset_spec(source: str, upload: Any, server_path: str | None) -> str:
         path = uploaded_path(upload)
         if path is None:
             raise InputError("Upload a zip of the dataset first.")
-        from ..data.dataset import import_zip
+        from ..data import import_zip
 
         with _UNPACK_LOCK:
             known = _UNPACKED.get(path)

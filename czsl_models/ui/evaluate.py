@@ -81,7 +81,7 @@ def metrics_summary(metrics: dict[str, Any], where: str) -> str:
 
 def metrics_from_scores_file(path: str) -> dict[str, Any]:
     """CZSL metrics of a scores .npz (scores, pairs, labels, seen; optional candidates, feasibility)."""
-    from ..evaluation.metrics import StreamingEvaluator, load_metrics_inputs
+    from ..evaluation import StreamingEvaluator, load_metrics_inputs
 
     inputs = load_metrics_inputs(Path(path))
     try:
@@ -100,8 +100,8 @@ def metrics_of_model(state: AppState, model_name: str, checkpoint: str | None, s
     (arguments and results pickle, as ZeroGPU wants). feasible_only (open world): mask unseen pairs
     below the feasibility threshold chosen on the validation photos; the metrics then hold it as
     `feasibility_threshold`."""
-    from ..data.dataset import load_dataset
-    from ..evaluation.evaluate import choose_feasibility_threshold, evaluate_model
+    from ..data import load_dataset
+    from ..evaluation import choose_feasibility_threshold, evaluate_model
 
     dataset = load_dataset(spec)
     state.remember_dataset(dataset_vocabulary(dataset))

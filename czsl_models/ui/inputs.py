@@ -28,19 +28,19 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     """Library errors whose message is written for the person using the app."""
     types: list[type[BaseException]] = [BackboneError, CheckpointError, ImageError, VocabularyError]
     try:
-        from ..data.dataset import DatasetError
+        from ..data import DatasetError
 
         types.append(DatasetError)
     except ImportError:  # the dataset module is optional for prediction-only installs
         pass
     try:
-        from ..training.trainer import TrainError
+        from ..training import TrainError
 
         types.append(TrainError)
     except ImportError:
         pass
     try:
-        from ..evaluation.metrics import MetricsInputError
+        from ..evaluation import MetricsInputError
 
         types.append(MetricsInputError)
     except ImportError:

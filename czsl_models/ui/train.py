@@ -99,7 +99,7 @@ class TrainingManager:
 
     def start(self, model: str, spec: str, dataset_name: str, preset: str, epochs: int, lr: float) -> TrainingRun:
         """Start a run into a new folder under weights/; refuse while another is running."""
-        from ..training.trainer import TrainConfig, check_config
+        from ..training.config import TrainConfig, check_config
 
         with self._lock:
             if self._run is not None and self._run.running:
@@ -118,7 +118,7 @@ class TrainingManager:
             return run
 
     def _work(self, config: Any, run: TrainingRun, stop: threading.Event) -> None:
-        from ..training.trainer import train
+        from ..training import train
 
         try:
             train(config, callback=_Progress(run, self._lock), stop=stop)
@@ -309,7 +309,7 @@ def build_train_tab(state: AppState) -> TrainTab:
     @friendly_errors
     def on_start(source, upload, server_path, model_name, preset_value, epochs_value, lr_value):
         """Start training a model on a dataset in the background; returns the first status."""
-        from ..data.dataset import load_dataset
+        from ..data import load_dataset
 
         if not model_name:
             raise InputError("Choose a model to train.")

@@ -1,0 +1,145 @@
+"""What a training run is asked to do (TrainConfig) and the recipe it resolves to per model and dataset."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..backbone import DEFAULT_BACKBONE
+
+PRESETS = ("fast", "paper")
+HEADLINE_METRICS = ("best_seen", "best_unseen", "best_hm", "AUC", "attr_acc", "obj_acc")
+MIXED_PRECISION_CHOICES = ("auto", "no", "fp16", "bf16")
+
+
+class TrainError(ValueError):
+    """A training run cannot start or continue; the message says why and what to do."""
+
+
+# ------------------------------------------------------------------------------ configuration
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; None means "the recipe's value" (see resolve_recipe)."""
+
+    model: str
+    dataset: str
+    out: str
+    backbone: str = DEFAULT_BACKBONE
+    preset: str = "fast"
+    epochs: int | None = None
+    lr: float | None = None
+    batch_size: int | None = None
+    weight_decay: float | None = None
+    optimizer: str | None = None  # "adam" or "adamw"
+    seed: int = 0
+    open_world: bool = False  # validation (model selection) and test metrics in the open world
+    resume: bool = False
+    num_workers: int | None = None  # image decoding processes; None: automatic
+    eval_batch_size: int = 64
+    cache_dir: str | None = None  # feature cache root; None: $CZSL_CACHE_DIR or ~/.cache/czsl_models/features
+    cache_dtype: str = "float16"
+    use_feature_cache: bool = True  # False: the fast preset reads pixels every epoch (no disk cache)
+    mixed_precision: str = "auto"  # "auto": bf16 (or fp16) on CUDA, none on CPU
+    cpu: bool = False
+    save_every_steps: int = 0  # also save the resume state every N steps (0: at epoch ends only)
+    test_at_end: bool = True  # evaluate the selected checkpoint on the test split at the end
+
+
+# Fields that must not change when a run is resumed (they change the result).
+RESUME_FIXED = ("model", "dataset", "backbone", "preset", "lr", "batch_size", "weight_decay", "optimizer", "seed",
+                 "open_world", "cache_dtype", "use_feature_cache", "lr_step", "lr_gamma", "model_options")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Resolved optimisation settings and model options of a run."""
+
+    epochs: int
+    lr: float
+    batch_size: int
+    weight_decay: float
+    optimizer: str
+    lr_step: int  # StepLR period in epochs (0: constant learning rate)
+    lr_gamma: float
+    model_options: dict[str, Any] = field(default_factory=dict)
+
+
+# Troika's published recipe, which docs/models.md gives Refiner; SVIP publishes none for CZSL and gets the same.
+# (epochs, lr, batch size) per recognised dataset.
+_TROIKA = {"mit-states": (10, 1e-4, 64), "ut-zappos": (15, 5e-4, 128), "cgqa": (15, 3.125e-6, 16)}
+_DEFAULT_RECIPE = (10, 1e-4, 64)
+_CGQA_LOSS_WEIGHTS = [1.0, 0.1, 0.1]
+
+
+def recognised_dataset(name: str) -> str | None:
+    """'mit-states', 'ut-zappos' or 'cgqa' when a dataset name is one of the published benchmarks."""
+    key = "".join(ch for ch in name.lower() if ch.isalnum())
+    if "mitstates" in key or key == "mit":
+        return "mit-states"
+    if "zappos" in key:
+        return "ut-zappos"
+    if "cgqa" in key:
+        return "cgqa"
+    return None
+
+
+def resolve_recipe(config: TrainConfig, dataset_name: str) -> Recipe:
+    """The published recipe of the model on a recognised dataset (else sensible defaults), with the
+    config's explicit values taking precedence."""
+    from ..models.msci import resolve_preset
+
+    known = recognised_dataset(dataset_name)
+    options: dict[str, Any] = {}
+    if config.model == "msci":
+        preset_name, values = resolve_preset(known or "mit-states")
+        options["preset"] = preset_name
+        if config.preset == "paper":
+            options["use_adapters"] = True
+        epochs, lr, batch = values.epochs, values.learning_rate, values.batch_size
+        weight_decay, optimizer, lr_step, lr_gamma = values.weight_decay, values.optimizer, values.lr_step_epochs, values.lr_gamma
+    else:
+        epochs, lr, batch = _TROIKA.get(known, _DEFAULT_RECIPE) if known else _DEFAULT_RECIPE
+        weight_decay, optimizer, lr_step, lr_gamma = 1e-5, "adam", 0, 1.0
+        if known == "cgqa":
+            options["loss_weights"] = list(_CGQA_LOSS_WEIGHTS)
+    return Recipe(
+        epochs=int(config.epochs if config.epochs is not None else epochs),
+        lr=float(config.lr if config.lr is not None else lr),
+        batch_size=int(config.batch_size if config.batch_size is not None else batch),
+        weight_decay=float(config.weight_decay if config.weight_decay is not None else weight_decay),
+        optimizer=(config.optimizer or optimizer).lower(),
+        lr_step=lr_step, lr_gamma=lr_gamma, model_options=options,
+    )
+
+
+def check_config(config: TrainConfig) -> None:
+    """Raise TrainError for options that cannot work."""
+    from ..registry import CheckpointError, model_class
+
+    if config.preset not in PRESETS:
+        raise TrainError(f"unknown preset {config.preset!r}; choose fast or paper")
+    try:
+        cls = model_class(config.model)
+    except CheckpointError as error:
+        raise TrainError(str(error)) from None
+    if cls.name == "clip":
+        raise TrainError("the clip baseline has nothing to train; choose msci, refiner or svip")
+    for name, value, low in (("epochs", config.epochs, 1), ("batch size", config.batch_size, 1),
+                             ("eval batch size", config.eval_batch_size, 1)):
+        if value is not None and value < low:
+            raise TrainError(f"{name} must be at least {low}, not {value}")
+    if config.lr is not None and not (config.lr > 0 and math.isfinite(config.lr)):
+        raise TrainError(f"learning rate must be a positive number, not {config.lr}")
+    if config.weight_decay is not None and config.weight_decay < 0:
+        raise TrainError(f"weight decay must be >= 0, not {config.weight_decay}")
+    if config.optimizer is not None and config.optimizer.lower() not in ("adam", "adamw"):
+        raise TrainError(f"unknown optimizer {config.optimizer!r}; choose adam or adamw")
+    if config.mixed_precision not in MIXED_PRECISION_CHOICES:
+        raise TrainError(f"mixed precision must be one of {', '.join(MIXED_PRECISION_CHOICES)}")
+    if config.cache_dtype not in ("float16", "float32"):
+        raise TrainError("cache dtype must be float16 or float32")
+    if config.save_every_steps < 0:
+        raise TrainError("save_every_steps must be >= 0")
