@@ -5,7 +5,9 @@ GRADIO_SERVER_PORT, GRADIO_SHARE), so a Hugging Face Space configures it without
 CZSL_WEIGHTS_DIR (checkpoints, default weights/), CZSL_DATA_DIR (unpacked dataset zips, default
 runs/datasets), CZSL_PREDICT_CONCURRENCY (predictions at once, default 4) and CZSL_ALLOW_SERVER_PATHS
 (training on server folders; on by default except on a Space). --head-precision / CZSL_HEAD_PRECISION
-sets MSCI's row-head precision at inference (auto, float32, bfloat16; czsl_models/precision.py)."""
+sets MSCI's row-head precision at inference (auto, float32, bfloat16; czsl_models/precision.py).
+--checkpoints / CZSL_CHECKPOINTS lists Hub checkpoints (owner/name[@revision], comma separated) to fetch at
+start and offer in Predict, Compare and Evaluate; the first one is Predict's default."""
 
 from __future__ import annotations
 
@@ -35,6 +37,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--head-precision", default=os.environ.get("CZSL_HEAD_PRECISION"),
                         help="MSCI's row head at inference: auto (bfloat16 where native), float32 or bfloat16 "
                              "(default $CZSL_HEAD_PRECISION, else auto)")
+    parser.add_argument("--checkpoints", default=os.environ.get("CZSL_CHECKPOINTS"),
+                        help="Hub checkpoints to offer, owner/name[@revision] comma separated; the first is "
+                             "Predict's default (default $CZSL_CHECKPOINTS)")
     parser.add_argument("--share", action="store_true", default=_env_flag("GRADIO_SHARE"),
                         help="also serve through a public gradio.live link")
     args = parser.parse_args(argv)
@@ -58,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from czsl_models.ui import create_app, launch_options
 
-    demo, _ = create_app(backbone=args.backbone, device=args.device)
+    demo, _ = create_app(backbone=args.backbone, device=args.device, checkpoints=args.checkpoints or "")
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_options())
 
 

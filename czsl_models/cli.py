@@ -16,6 +16,10 @@ _DELEGATED = {
                 "CZSL metrics (seen, unseen, HM, AUC) of a saved score matrix"),
     "train": ("training.cli", "add_train_arguments", "run_train_command", "train a model on a dataset"),
     "evaluate": ("evaluation.cli", "add_evaluate_arguments", "run_evaluate_command", "evaluate a model on a dataset"),
+    "download": ("data.download", "add_download_arguments", "run_download_command",
+                 "download a benchmark (mit-states, ut-zappos, cgqa), check it and install it under the data folder"),
+    "reproduce": ("hub.reproduce", "add_reproduce_arguments", "run_reproduce_command",
+                  "download, train with the paper's recipe, evaluate, write the model card and optionally publish"),
     "push": ("hub.cli", "add_push_arguments", "run_push_command", "publish a checkpoint folder to the Hugging Face Hub"),
 }
 
@@ -41,7 +45,8 @@ def print_error(message: str) -> int:
 def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `predict`."""
     parser.add_argument("image", nargs="+", help="photo(s) to recognise")
-    parser.add_argument("--model", default="clip", help="clip, msci, refiner or svip (default: clip)")
+    parser.add_argument("--model", default=None,
+                        help="clip, msci, refiner or svip (default: the checkpoint's model, else clip)")
     parser.add_argument("--states", default=DEFAULT_STATES, help="states, comma separated")
     parser.add_argument("--objects", default=DEFAULT_OBJECTS, help="objects, comma separated")
     parser.add_argument("--pairs", default=None,
@@ -50,6 +55,7 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
                         help="OpenCLIP backbone: ARCH:TAG, hf-hub:org/repo, a local folder, or tiny "
                              "(default: ViT-L-14-quickgelu:openai, or the checkpoint's own)")
     parser.add_argument("--checkpoint", default=None, help="a checkpoint folder, a folder name in weights/, or a Hub repo id")
+    parser.add_argument("--revision", default=None, help="with a Hub repo id: the branch, tag or commit (default main)")
     parser.add_argument("--top-k", type=int, default=5, help="how many compositions to show (default 5)")
     parser.add_argument("--bias", type=float, default=0.0, help="calibration bias added to unseen pairs (needs seen pairs)")
     add_head_precision_argument(parser)
@@ -80,7 +86,9 @@ def run_predict_command(args: argparse.Namespace) -> int:
             raise_user_error(f"pair file {args.pairs} does not exist")
         pairs = pairs_path.read_text()
     images = [load_image(path) for path in args.image]
-    model = load_model(args.model, checkpoint=args.checkpoint, backbone=args.backbone)
+    if args.revision and not args.checkpoint:
+        raise_user_error("--revision needs --checkpoint (a Hub repo id)")
+    model = load_model(args.model, checkpoint=args.checkpoint, backbone=args.backbone, revision=args.revision)
     model.head_precision = args.head_precision
     vocab = Vocabulary.build(args.states, args.objects, pairs=pairs,
                              seen_pairs=[tuple(p) for p in model.train_pairs] if model.train_pairs else None)

@@ -108,38 +108,53 @@ def list_local_checkpoints(directory: str | Path | None = None) -> list[Checkpoi
     return found
 
 
-def resolve_checkpoint(checkpoint: str | Path) -> Path:
-    """A local folder as is; otherwise a Hub repo id, downloaded (or taken from the cache)."""
+CHECKPOINT_PATTERNS = ["config.json", "model.safetensors", "README.md", "metrics.json"]
+
+
+def resolve_checkpoint(checkpoint: str | Path, revision: str | None = None, token: str | bool | None = None,
+                       cache_dir: str | Path | None = None, local_files_only: bool = False,
+                       force_download: bool = False) -> Path:
+    """A local folder as is; otherwise a Hub repo id at `revision`, downloaded (or taken from the cache)."""
     path = Path(checkpoint).expanduser()
-    if path.exists():
-        if not path.is_dir():
+    local = path if path.exists() else weights_dir() / str(checkpoint)
+    if path.exists() or local.is_dir():
+        if not local.is_dir():
             raise CheckpointError(f"{path} is a file; a checkpoint is a folder with config.json and model.safetensors.")
-        return path
-    local = weights_dir() / str(checkpoint)
-    if local.is_dir():
+        if revision is not None:
+            raise CheckpointError(f"{local} is a local folder; a revision applies to Hub repos only.")
         return local
     repo_id = str(checkpoint)
     if repo_id.count("/") != 1 or repo_id.startswith(("/", ".")):
         raise CheckpointError(f"{checkpoint} is neither a local folder nor a Hub repo id (owner/name).")
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.errors import (HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError,
+                                        RevisionNotFoundError)
 
+    at = f" at revision {revision}" if revision else ""
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=["config.json", "model.safetensors", "README.md", "metrics.json"]))
+        return Path(snapshot_download(repo_id, revision=revision, token=token, cache_dir=cache_dir,
+                                      local_files_only=local_files_only, force_download=force_download,
+                                      allow_patterns=CHECKPOINT_PATTERNS))
     except LocalEntryNotFoundError as error:
         raise CheckpointError(
-            f"Checkpoint {repo_id} is not in the local cache and the Hub cannot be reached (offline?). "
+            f"Checkpoint {repo_id}{at} is not in the local cache and the Hub cannot be reached (offline?). "
             f"Connect once to download it, or give a local folder."
         ) from error
+    except RevisionNotFoundError as error:
+        raise CheckpointError(f"The model repo {repo_id} has no revision {revision!r}.") from error
     except RepositoryNotFoundError as error:
         raise CheckpointError(f"No model repo {repo_id} on the Hugging Face Hub (or it is private: log in).") from error
     except (HfHubHTTPError, OSError) as error:
-        raise CheckpointError(f"Could not download {repo_id}: {error}") from error
+        raise CheckpointError(f"Could not download {repo_id}{at}: {error}") from error
 
 
-def load_model(name: str | None = "clip", checkpoint: str | Path | None = None, backbone: str | None = None,
-               **overrides: Any) -> "CompositionModel":
-    """A model by name, untrained (its zero-initialised start) or from a checkpoint folder / Hub repo."""
+def load_model(name: str | None = None, checkpoint: str | Path | None = None, backbone: str | None = None, *,
+               revision: str | None = None, token: str | bool | None = None, cache_dir: str | Path | None = None,
+               local_files_only: bool = False, force_download: bool = False, **overrides: Any) -> "CompositionModel":
+    """A model by name, untrained (its zero-initialised start) or from a checkpoint folder / Hub repo.
+
+    With a checkpoint, `name` may be None: the checkpoint's config names the model. `revision`, `token`,
+    `cache_dir`, `local_files_only` and `force_download` are passed to the Hub download of a repo id."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -149,11 +164,12 @@ def load_model(name: str | None = "clip", checkpoint: str | Path | None = None, 
         if backbone is not None:
             kwargs["backbone"] = backbone
         return cls(**kwargs)
-    directory = resolve_checkpoint(checkpoint)
+    directory = resolve_checkpoint(checkpoint, revision=revision, token=token, cache_dir=cache_dir,
+                                   local_files_only=local_files_only, force_download=force_download)
     config = read_checkpoint_config(directory)
     model_type = config["model_type"]
     if name is not None and name.lower() != model_type:
-        raise CheckpointError(f"{directory} holds a {model_type} checkpoint, not {name}.")
+        raise CheckpointError(f"{checkpoint} holds a {model_type} checkpoint, not {name}.")
     if backbone is not None and backbone != config.get("backbone"):
         from .backbone import parse_backbone_spec
 

@@ -336,10 +336,15 @@ class CompositionModel(nn.Module, PyTorchModelHubMixin, library_name="czsl-model
         return ModelCard(render_model_card(self, metrics=kwargs.get("metrics")))
 
     @classmethod
-    def _from_pretrained(cls, *, model_id: str, **kwargs):
-        from ..registry import load_model
+    def _from_pretrained(cls, *, model_id: str, revision: str | None = None, cache_dir: str | Path | None = None,
+                         force_download: bool = False, local_files_only: bool = False,
+                         token: str | bool | None = None, **model_kwargs):
+        """Load through the registry, honouring the Hub options (the config's own values arrive in model_kwargs)."""
+        from ..registry import _REGISTRY, load_model
 
-        return load_model(cls.name, checkpoint=model_id)
+        name = cls.name if _REGISTRY.get(cls.name) is cls else None  # the base class: the config decides
+        return load_model(name, checkpoint=model_id, revision=revision, token=token, cache_dir=cache_dir,
+                          local_files_only=local_files_only, force_download=force_download)
 
 
 def _ranked(names: Sequence[str], probabilities: torch.Tensor) -> list[tuple[str, float]]:

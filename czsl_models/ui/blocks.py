@@ -74,10 +74,17 @@ def build_app(state: AppState, examples: list[str] | None = None) -> gr.Blocks:
     return demo
 
 
-def create_app(backbone: str | None = None, device: str | None = None) -> tuple[gr.Blocks, AppState]:
-    """Load the backbone (the tiny one, with a banner, when the requested one cannot be had) and build the app."""
+def create_app(backbone: str | None = None, device: str | None = None,
+               checkpoints: str | None = None) -> tuple[gr.Blocks, AppState]:
+    """Fetch the host's Hub checkpoints (`checkpoints`, else $CZSL_CHECKPOINTS), load the backbone (the first
+    checkpoint's when none is asked for; the tiny one, with a banner, when it cannot be had) and build the app."""
+    from ..hub.hosted import fetch_hosted_checkpoints
+
+    hosted = fetch_hosted_checkpoints(checkpoints)
+    if backbone is None and hosted:
+        backbone = hosted[0].backbone  # so a Space opens on its trained model without more settings
     shared, banner = load_app_backbone(backbone, device)
-    state = AppState(shared, banner)
+    state = AppState(shared, banner, hosted=hosted)
     return build_app(state), state
 
 

@@ -119,7 +119,7 @@ def metrics_of_model(state: AppState, model_name: str, checkpoint: str | None, s
 def build_evaluate_tab(state: AppState) -> None:
     """Lay out the Evaluate tab and wire its events."""
     names = state.model_names()
-    default_model = "msci" if "msci" in names else names[0]
+    default_model = state.default_model_name()
     gr.Markdown("How good is a model? It is shown photos whose answer is known, some of combinations it saw in "
                 "training and some of new ones, and this page draws how often it is right on each kind.")
     with gr.Row(equal_height=False):

@@ -184,7 +184,7 @@ def _visual_updates(visuals: list[Visual]) -> list[Any]:
 def build_predict_tab(state: AppState, examples: list[str], concurrency_limit: int) -> PredictTab:
     """Lay out the Predict tab and wire its events."""
     model_names = state.model_names()
-    default_model = "msci" if "msci" in model_names else model_names[0]
+    default_model = state.default_model_name()
     with gr.Row(equal_height=False):
         with gr.Column(scale=5, min_width=320):
             image, example_set = photo_with_examples(examples, "predict", height=320)

@@ -79,6 +79,7 @@ class AppState:
     key: str = field(default_factory=lambda: uuid.uuid4().hex)
     weights: Path = field(default_factory=weights_dir)
     training: Any = None  # the Train tab's TrainingManager, once built (tests and shutdown reach it here)
+    hosted: list = field(default_factory=list)  # HostedCheckpoint: Hub checkpoints the host listed, in order
     _models: "OrderedDict[tuple[str, str, float], CompositionModel]" = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _loading_locks: dict[tuple[str, str, float], threading.Lock] = field(default_factory=dict)
@@ -110,19 +111,32 @@ class AppState:
         cls = model_class(name)
         return cls.display_name or name
 
+    def default_model_name(self) -> str:
+        """The model Predict and Evaluate open on: that of the first host-listed checkpoint, else MSCI."""
+        names = self.model_names()
+        usable = self.hosted_checkpoints()
+        if usable:
+            return usable[0].model_type
+        return "msci" if "msci" in names else names[0]
+
+    def hosted_checkpoints(self, name: str | None = None) -> list:
+        """Host-listed checkpoints that run on this app's backbone (of one model, when named)."""
+        return [c for c in self.hosted if c.backbone == self.backbone_spec and (name is None or c.model_type == name)]
+
     def checkpoint_choices(self, name: str) -> list[tuple[str, str]]:
-        """(label, value) pairs for the checkpoint menu: the untrained start, then local folders of
-        this model trained on this app's backbone, newest first."""
+        """(label, value) pairs for the checkpoint menu: the untrained start, the host's Hub checkpoints
+        (readable name and headline metrics), then local folders of this model on this backbone, newest first."""
         choices = [("None: untrained start (ranks like the CLIP baseline)", UNTRAINED)]
         if name == "clip":
             return [("None needed: the CLIP baseline learns nothing", UNTRAINED)]
+        choices += [(checkpoint.label, str(checkpoint.path)) for checkpoint in self.hosted_checkpoints(name)]
         for info in list_local_checkpoints(self.weights):
             if info.model_type == name and info.backbone == self.backbone_spec:
                 choices.append((f"{info.path.name} ({info.states} states, {info.objects} objects)", str(info.path)))
         return choices
 
     def newest_checkpoint(self, name: str) -> str:
-        """The newest local checkpoint of a model on this backbone, or UNTRAINED."""
+        """The host's first checkpoint of a model, else its newest local one on this backbone, else UNTRAINED."""
         choices = self.checkpoint_choices(name)
         return choices[1][1] if len(choices) > 1 else UNTRAINED
 
