@@ -1,0 +1,157 @@
+"""The model card of a reproduced checkpoint: Hub metadata (model-index) and the paper comparison."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..data.benchmarks import BENCHMARKS
+
+PIPELINE_TAG = "zero-shot-image-classification"
+PAPER_BACKBONE = "ViT-L-14-quickgelu:openai"
+# (key in metrics, short name, long name) of the metrics every CZSL paper reports, in percent.
+HEADLINE = (("best_seen", "S", "best seen accuracy"), ("best_unseen", "U", "best unseen accuracy"),
+            ("best_hm", "HM", "best harmonic mean"), ("AUC", "AUC", "area under the seen-unseen curve"))
+
+# Published test results (percent) as docs/models.md gives them; only MSCI publishes CZSL numbers.
+PUBLISHED: dict[tuple[str, str], dict[str, dict[str, float]]] = {
+    ("msci", "mit-states"): {"closed_world": {"best_seen": 50.2, "best_unseen": 53.4, "best_hm": 39.9, "AUC": 22.8},
+                             "open_world": {"best_hm": 21.2, "AUC": 7.9}},
+    ("msci", "ut-zappos"): {"closed_world": {"best_seen": 67.4, "best_unseen": 75.5, "best_hm": 59.2, "AUC": 45.8},
+                            "open_world": {"best_hm": 53.2, "AUC": 37.3}},
+    ("msci", "cgqa"): {"closed_world": {"best_seen": 42.4, "best_unseen": 38.2, "best_hm": 31.7, "AUC": 14.2},
+                       "open_world": {"best_hm": 13.7, "AUC": 3.8}},
+}
+NO_PUBLISHED_NUMBERS = {
+    "refiner": "Refiner (ICASSP 2025) publishes no code and no full text; this is a reconstruction from its "
+               "abstract, and there are no published numbers to compare with.",
+    "svip": "SVIP (ICCV 2025) is evaluated on attribute-based ZSL (CUB, AwA2, SUN), not on CZSL benchmarks; "
+            "it publishes no CZSL numbers to compare with.",
+}
+DEPARTURES = {
+    "msci": ["Fusion of local and global information uses the paper's per-composition dynamic weights; the "
+             "released code uses static per-channel weights.",
+             "Text features are encoded in one pass (the released test script's chunking shrinks the state x "
+             "object term); learned residuals start at zero, so training starts from zero-shot CLIP."],
+    "refiner": ["The whole model is a reconstruction from the abstract in the Troika family (learnable region "
+                "queries, cross-modal fusion), trained with Troika's published recipe."],
+    "svip": ["Adapted to free-text states and objects: CLIP text features replace word2vec attribute vectors, "
+             "on CLIP's ViT instead of an ImageNet ViT; trained with Troika's recipe (SVIP publishes none for CZSL)."],
+}
+COMMON_DEPARTURES = [
+    "Open world: infeasible pairs are masked to minus infinity (the reference multiplies scores by 0, which is "
+    "only right for positive scores); the feasibility threshold is the one with the best validation AUC.",
+]
+
+
+def backbone_hub_repo(backbone: str) -> str | None:
+    """The Hub repo holding a backbone's weights (the card's base_model), when there is one."""
+    if backbone.startswith("hf-hub:"):
+        return backbone[len("hf-hub:"):].rstrip("/")
+    architecture, _, tag = backbone.partition(":")
+    if not tag or architecture in ("random", "tiny"):
+        return None
+    try:
+        import open_clip
+
+        repo = (open_clip.get_pretrained_cfg(architecture, tag) or {}).get("hf_hub")
+    except Exception:  # an unknown architecture or tag: the card simply names no base model
+        return None
+    return repo.rstrip("/") if repo else None
+
+
+def _percent(value: Any) -> str:
+    return "–" if value is None else f"{100 * float(value):.1f}"
+
+
+def _eval_results(document: dict[str, Any], dataset: str) -> list:
+    from huggingface_hub import EvalResult
+
+    bench = BENCHMARKS[dataset]
+    results = []
+    for world, label in (("closed_world", "closed world"), ("open_world", "open world")):
+        metrics = document.get(world) or {}
+        for key, short, long in HEADLINE:
+            if key in metrics:
+                results.append(EvalResult(
+                    task_type=PIPELINE_TAG, task_name=f"Compositional zero-shot recognition ({label})",
+                    dataset_type=bench.name, dataset_name=bench.title, dataset_config=world.replace("_", "-"),
+                    dataset_split="test", metric_type=key.lower(), metric_name=f"{short} ({long}, {label})",
+                    metric_value=round(100 * float(metrics[key]), 2)))
+    return results
+
+
+def _comparison_table(document: dict[str, Any], model: str, dataset: str) -> list[str]:
+    published = PUBLISHED.get((model, dataset))
+    lines = ["| | " + " | ".join(f"{short} closed" for _, short, _ in HEADLINE) + " | HM open | AUC open |",
+             "| --- |" + " ---: |" * (len(HEADLINE) + 2)]
+    closed, open_ = document.get("closed_world") or {}, document.get("open_world") or {}
+    ours = [_percent(closed.get(key)) for key, _, _ in HEADLINE] + [_percent(open_.get("best_hm")), _percent(open_.get("AUC"))]
+    lines.append("| this checkpoint | " + " | ".join(ours) + " |")
+    if published:
+        paper = [f"{published['closed_world'].get(key, '–')}" for key, _, _ in HEADLINE]
+        paper += [f"{published['open_world'].get('best_hm', '–')}", f"{published['open_world'].get('AUC', '–')}"]
+        lines.append("| paper | " + " | ".join(paper) + " |")
+    return lines
+
+
+def _duration(seconds: float) -> str:
+    minutes = seconds / 60
+    return f"{seconds:.0f} s" if seconds < 120 else (f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.1f} h")
+
+
+def render_reproduction_card(document: dict[str, Any]) -> str:
+    """README.md of a reproduced checkpoint: YAML the Hub reads, then the results beside the paper's."""
+    from huggingface_hub import ModelCardData
+
+    run = document["reproduction"]
+    model, dataset, backbone = run["model"], run["dataset"], run["backbone"]
+    bench = BENCHMARKS[dataset]
+    base_model = backbone_hub_repo(backbone)
+    data = ModelCardData(
+        library_name="czsl-models", license="mit", pipeline_tag=PIPELINE_TAG, base_model=base_model,
+        datasets=[run.get("dataset_hub_id") or bench.name],
+        tags=["compositional-zero-shot-learning", "open_clip", model, bench.name],
+        model_name=f"{model}-{bench.name}", eval_results=_eval_results(document, dataset))
+    recipe = run.get("recipe", {})
+    threshold = (document.get("open_world") or {}).get("feasibility_threshold")
+    lines = ["---", data.to_yaml(), "---", "",
+             f"# {run.get('display_name', model)} on {bench.title}", "",
+             f"A {model} checkpoint trained on {bench.title} with `python -m czsl_models reproduce {model} {bench.name}`: "
+             f"the model's published recipe (the \"paper\" preset), evaluated on the test split in the closed world "
+             f"and in the open world.", "",
+             "## Results (test split, percent)", ""]
+    lines += _comparison_table(document, model, dataset)
+    lines.append("")
+    if (model, dataset) in PUBLISHED:
+        lines.append(f"The paper row is {model.upper()}'s published result on {bench.title} (docs/models.md); "
+                     "open-world S and U are not published.")
+    else:
+        lines.append(NO_PUBLISHED_NUMBERS.get(model, "The paper publishes no numbers for this dataset."))
+    if threshold is not None:
+        lines.append(f"Open world: unseen pairs with feasibility below {threshold:.4f} are masked "
+                     f"(the threshold with the best validation AUC).")
+    lines += ["", "## Recipe", "",
+              f"- Backbone (frozen, not stored here): `{backbone}`" + ("" if backbone == PAPER_BACKBONE else
+                                                                       f" — the papers use `{PAPER_BACKBONE}`"),
+              f"- Preset: paper; epochs {recipe.get('epochs')}, batch {recipe.get('batch_size')}, "
+              f"{recipe.get('optimizer')} lr {recipe.get('lr')}, weight decay {recipe.get('weight_decay')}"
+              + (f", StepLR every {recipe['lr_step']} epochs × {recipe.get('lr_gamma')}" if recipe.get("lr_step") else ""),
+              f"- Model options: {recipe.get('model_options') or 'none'}",
+              f"- Model selection: best validation AUC; selected epoch {document.get('epoch')}, "
+              f"{document.get('training_steps')} optimisation steps",
+              f"- Training time: {_duration(float(run.get('train_seconds', 0)))} on {run.get('hardware', 'unknown hardware')}",
+              f"- Data: {bench.title} installed by `python -m czsl_models download {bench.name}`"
+              + (f" (archives: {', '.join(a['file'] + ' sha256 ' + a['sha256'][:12] for a in run.get('archives', []))})"
+                 if run.get("archives") else ""), "",
+              "## Departures from the paper", ""]
+    departures = list(DEPARTURES.get(model, []))
+    if backbone != PAPER_BACKBONE:
+        departures.insert(0, f"Backbone `{backbone}` instead of the paper's `{PAPER_BACKBONE}`.")
+    if run.get("epochs_overridden"):
+        departures.insert(0, f"Trained for {recipe.get('epochs')} epochs instead of the recipe's {run.get('recipe_epochs')}.")
+    lines += [f"- {text}" for text in departures + COMMON_DEPARTURES]
+    lines += ["", "## Use", "", "```python", "from czsl_models import Vocabulary, load_model",
+              'model = load_model(checkpoint="OWNER/NAME")', 'vocab = Vocabulary.build("sliced, whole, rotten", "apple, bread")',
+              "print(model.predict(image, vocab, top_k=5)[0].ranking)", "```", "",
+              "or `python -m czsl_models predict PHOTO --checkpoint OWNER/NAME`.", ""]
+    return "\n".join(lines)

@@ -1,0 +1,155 @@
+"""Tests for `reproduce`: download → paper-preset training → closed/open-world test → metrics.json → card → push."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from benchmark_mirror import Mirror, build_archives
+from czsl_models.hub import reproduce as reproduce_module
+from czsl_models.hub.reproduce import ReproduceError, ReproduceOptions, reproduce
+from czsl_models.hub.reproduction_card import backbone_hub_repo, render_reproduction_card
+
+HEADLINE = ("best_seen", "best_unseen", "best_hm", "AUC")
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+@pytest.fixture()
+def mirror(tmp_path):
+    build_archives(tmp_path / "mirror")
+    server = Mirror(tmp_path / "mirror")
+    yield server
+    server.close()
+
+
+def options(tmp_path, mirror, **changes) -> ReproduceOptions:
+    values = dict(model="msci", dataset="mit-states", root=str(tmp_path / "data"), mirror=mirror.url, backbone="tiny",
+                  epochs=1, out=str(tmp_path / "msci-mit-states"), eval_batch_size=4, num_workers=0)
+    values.update(changes)
+    return ReproduceOptions(**values)
+
+
+def test_reproduce_end_to_end_then_nothing_to_redo(tmp_path, mirror):
+    from huggingface_hub import ModelCard
+
+    from czsl_models.registry import load_model
+
+    out = reproduce(options(tmp_path, mirror), log=quiet)
+    assert (tmp_path / "data" / "mit-states" / "DOWNLOAD.json").is_file()
+    document = json.loads((out / "metrics.json").read_text())
+    for world in ("closed_world", "open_world"):
+        assert all(0.0 <= document[world][key] <= 1.0 for key in HEADLINE)
+    assert math.isfinite(document["open_world"]["feasibility_threshold"])
+    run = document["reproduction"]
+    assert run["preset"] == "paper" and run["recipe"]["epochs"] == 1 and run["recipe_epochs"] == 20
+    assert run["recipe"]["model_options"].get("use_adapters") is True and run["train_seconds"] > 0
+    assert [a["file"] for a in run["archives"]] == ["release_dataset.zip", "compositional_split_natural.tar.gz"]
+
+    card = ModelCard.load(out / "README.md")
+    assert card.data.library_name == "czsl-models" and card.data.pipeline_tag == "zero-shot-image-classification"
+    assert card.data.datasets == ["mit-states"] and "msci" in card.data.tags and card.data.license == "mit"
+    assert card.data.base_model is None  # the tiny test backbone lives on no Hub repo
+    results = {(r.dataset_config, r.metric_type): r.metric_value for r in card.data.eval_results}
+    assert len(results) == 8
+    for world in ("closed_world", "open_world"):
+        for key in HEADLINE:
+            assert results[(world.replace("_", "-"), key.lower())] == round(100 * document[world][key], 2)
+    assert "| paper | 50.2 | 53.4 | 39.9 | 22.8 | 21.2 | 7.9 |" in card.text
+    assert "Trained for 1 epochs instead of the recipe's 20" in card.text and "`tiny`" in card.text
+
+    model = load_model(checkpoint=out)
+    assert model.name == "msci" and int(model.training_steps.item()) == document["training_steps"] > 0
+
+    # A second run finds everything done: no training, no evaluation, the same metrics.
+    weights_time = (out / "model.safetensors").stat().st_mtime_ns
+    messages: list[str] = []
+    reproduce(options(tmp_path, mirror), log=messages.append)
+    assert (out / "model.safetensors").stat().st_mtime_ns == weights_time
+    assert any("already evaluated" in m for m in messages) and any("already installed" in m for m in messages)
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["closed_world"] == document["closed_world"] and again["open_world"] == document["open_world"]
+
+
+def test_reproduce_resumes_after_an_interruption(tmp_path, mirror, monkeypatch):
+    real_evaluate = reproduce_module._evaluate
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(reproduce_module, "_evaluate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce(options(tmp_path, mirror), log=quiet)
+    out = tmp_path / "msci-mit-states"
+    steps = json.loads((out / "metrics.json").read_text())["training_steps"]
+    weights_time = (out / "model.safetensors").stat().st_mtime_ns
+    monkeypatch.setattr(reproduce_module, "_evaluate", real_evaluate)
+    reproduce(options(tmp_path, mirror), log=quiet)  # training is not repeated; the evaluation is done now
+    document = json.loads((out / "metrics.json").read_text())
+    assert document["training_steps"] == steps and "open_world" in document
+    assert (out / "model.safetensors").stat().st_mtime_ns == weights_time
+    # Asking for more epochs continues the same run and evaluates the new checkpoint.
+    reproduce(options(tmp_path, mirror, epochs=2), log=quiet)
+    longer = json.loads((out / "metrics.json").read_text())
+    assert longer["reproduction"]["recipe"]["epochs"] == 2 and longer["reproduction"]["evaluated_steps"] == longer["training_steps"]
+    state = json.loads((out / "reproduce.json").read_text())
+    assert state["train_seconds"] >= document["reproduction"]["train_seconds"]
+
+
+def test_push_uses_the_given_token_and_uploads_the_card(tmp_path, mirror, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    calls = []
+
+    class FakeApi:
+        def __init__(self, token=None):
+            calls.append(("token", token))
+
+        def create_repo(self, repo_id, **kwargs):
+            calls.append(("create", repo_id))
+            return f"https://huggingface.co/{repo_id}"
+
+        def upload_folder(self, repo_id, folder_path, allow_patterns, **kwargs):
+            calls.append(("upload", repo_id, sorted(allow_patterns)))
+
+    # The whole session is offline: publishing refuses plainly.
+    with pytest.raises(ReproduceError, match="HF_HUB_OFFLINE"):
+        reproduce(options(tmp_path, mirror, push="someone/msci-mit-states", token="hf_x"), log=quiet)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    reproduce(options(tmp_path, mirror, push="someone/msci-mit-states", token="hf_x"), log=quiet)
+    assert calls == [("token", "hf_x"), ("create", "someone/msci-mit-states"),
+                     ("upload", "someone/msci-mit-states", ["README.md", "config.json", "metrics.json", "model.safetensors"])]
+
+
+def test_command_line(tmp_path, mirror, capsys):
+    from czsl_models.cli import main
+
+    arguments = ["reproduce", "refiner", "cgqa", "--root", str(tmp_path / "data"), "--mirror", mirror.url,
+                 "--backbone", "tiny", "--epochs", "1", "--out", str(tmp_path / "refiner-cgqa"), "--num-workers", "0"]
+    assert main(arguments) == 0
+    out = capsys.readouterr().out
+    assert "closed world: best_seen" in out and "open world:" in out
+    text = (tmp_path / "refiner-cgqa" / "README.md").read_text()
+    assert "publishes no code and no full text" in text and "| paper |" not in text
+    assert "datasets:\n- nihalnayak/cgqa" in text
+
+
+def test_card_names_the_papers_backbone_and_departures():
+    assert backbone_hub_repo("ViT-L-14-quickgelu:openai") == "timm/vit_large_patch14_clip_224.openai"
+    assert backbone_hub_repo("hf-hub:org/clip") == "org/clip" and backbone_hub_repo("tiny") is None
+    metrics = {key: 0.5 for key in HEADLINE}
+    document = {"closed_world": metrics, "open_world": {**metrics, "feasibility_threshold": 0.25}, "epoch": 3,
+                "training_steps": 90, "reproduction": {
+                    "model": "svip", "dataset": "ut-zappos", "backbone": "ViT-L-14-quickgelu:openai", "recipe": {"epochs": 15},
+                    "recipe_epochs": 15, "epochs_overridden": False, "train_seconds": 5400, "hardware": "NVIDIA H100"}}
+    text = render_reproduction_card(document)
+    assert "base_model: timm/vit_large_patch14_clip_224.openai" in text
+    assert "publishes no CZSL numbers" in text and "1.5 h on NVIDIA H100" in text
+    assert "instead of the paper's" not in text and "feasibility below 0.2500" in text
