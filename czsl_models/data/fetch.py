@@ -144,6 +144,8 @@ def download(url: str, destination: Path, policy: FetchPolicy | None = None,
         except urllib.error.HTTPError as error:
             if error.code == 416 and offset and state.get("total") == offset:
                 break  # the part is already complete
+            if error.code == 416:
+                part.unlink(missing_ok=True)  # the file on the server is shorter now: start again
             if error.code in (404, 403, 410) or attempt == policy.retries:
                 raise DatasetError(f"cannot download {destination.name} from {url}: HTTP {error.code} {error.reason}") from None
             last_error = f"HTTP {error.code}"
