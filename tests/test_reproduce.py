@@ -126,6 +126,7 @@ def test_push_uses_the_given_token_and_uploads_the_card(tmp_path, mirror, monkey
     reproduce(options(tmp_path, mirror, push="someone/msci-mit-states", token="hf_x"), log=quiet)
     assert calls == [("token", "hf_x"), ("create", "someone/msci-mit-states"),
                      ("upload", "someone/msci-mit-states", ["README.md", "config.json", "metrics.json", "model.safetensors"])]
+    assert 'load_model(checkpoint="someone/msci-mit-states")' in (tmp_path / "msci-mit-states" / "README.md").read_text()
 
 
 def test_command_line(tmp_path, mirror, capsys):
@@ -148,8 +149,8 @@ def test_card_names_the_papers_backbone_and_departures():
     document = {"closed_world": metrics, "open_world": {**metrics, "feasibility_threshold": 0.25}, "epoch": 3,
                 "training_steps": 90, "reproduction": {
                     "model": "svip", "dataset": "ut-zappos", "backbone": "ViT-L-14-quickgelu:openai", "recipe": {"epochs": 15},
-                    "recipe_epochs": 15, "epochs_overridden": False, "train_seconds": 5400, "hardware": "NVIDIA H100"}}
+                    "recipe_epochs": 15, "epochs_overridden": False, "train_seconds": 9000, "hardware": "NVIDIA H100"}}
     text = render_reproduction_card(document)
     assert "base_model: timm/vit_large_patch14_clip_224.openai" in text
-    assert "publishes no CZSL numbers" in text and "1.5 h on NVIDIA H100" in text
+    assert "publishes no CZSL numbers" in text and "2.5 h on NVIDIA H100" in text
     assert "instead of the paper's" not in text and "feasibility below 0.2500" in text

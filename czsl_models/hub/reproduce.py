@@ -167,7 +167,7 @@ def reproduce(options: ReproduceOptions, log: Callable[[str], None] = lambda tex
         "recipe_epochs": default_recipe.epochs, "epochs_overridden": recipe.epochs != default_recipe.epochs,
         "train_seconds": run.get("train_seconds", 0.0), "hardware": run.get("hardware"),
         "archives": download_record.get("archives", []), "evaluated_steps": evaluated_steps,
-        "dataset_hub_id": "nihalnayak/cgqa" if bench.name == "cgqa" else None,
+        "dataset_hub_id": "nihalnayak/cgqa" if bench.name == "cgqa" else None, "repo_id": options.push,
     }
     _write_json(metrics_path, document)
     readme = out / "README.md"

@@ -113,10 +113,11 @@ def render_reproduction_card(document: dict[str, Any]) -> str:
         tags=["compositional-zero-shot-learning", "open_clip", model, bench.name],
         model_name=f"{model}-{bench.name}", eval_results=_eval_results(document, dataset))
     recipe = run.get("recipe", {})
+    repo = run.get("repo_id") or "OWNER/NAME"
     threshold = (document.get("open_world") or {}).get("feasibility_threshold")
     lines = ["---", data.to_yaml(), "---", "",
              f"# {run.get('display_name', model)} on {bench.title}", "",
-             f"A {model} checkpoint trained on {bench.title} with `python -m czsl_models reproduce {model} {bench.name}`: "
+             f"This checkpoint was trained on {bench.title} with `python -m czsl_models reproduce {model} {bench.name}`: "
              f"the model's published recipe (the \"paper\" preset), evaluated on the test split in the closed world "
              f"and in the open world.", "",
              "## Results (test split, percent)", ""]
@@ -151,7 +152,7 @@ def render_reproduction_card(document: dict[str, Any]) -> str:
         departures.insert(0, f"Trained for {recipe.get('epochs')} epochs instead of the recipe's {run.get('recipe_epochs')}.")
     lines += [f"- {text}" for text in departures + COMMON_DEPARTURES]
     lines += ["", "## Use", "", "```python", "from czsl_models import Vocabulary, load_model",
-              'model = load_model(checkpoint="OWNER/NAME")', 'vocab = Vocabulary.build("sliced, whole, rotten", "apple, bread")',
+              f'model = load_model(checkpoint="{repo}")', 'vocab = Vocabulary.build("sliced, whole, rotten", "apple, bread")',
               "print(model.predict(image, vocab, top_k=5)[0].ranking)", "```", "",
-              "or `python -m czsl_models predict PHOTO --checkpoint OWNER/NAME`.", ""]
+              f"or `python -m czsl_models predict PHOTO --checkpoint {repo}`.", ""]
     return "\n".join(lines)
