@@ -24,7 +24,8 @@ from typing import Callable, Iterator
 
 from .archive import _archive_parts, _is_junk, _is_readable_image, _is_symlink
 from .benchmarks import SPLIT_ARCHIVE_FOLDERS, ArchiveSource, Benchmark, benchmark, compare_with_published
-from .czsl import DEFAULT_SPLIT_NAME, _load_metadata, _safe_relative_path, load_czsl_dataset
+from .czsl import _load_metadata, _safe_relative_path, load_czsl_dataset
+from .dataset import DEFAULT_SPLIT_NAME
 from .dataset import DatasetError
 from .fetch import FetchedFile, FetchPolicy, check_free_space, download, probe_size, sha256_of
 
