@@ -100,6 +100,21 @@ def test_reproduce_resumes_after_an_interruption(tmp_path, mirror, monkeypatch):
     assert state["train_seconds"] >= document["reproduction"]["train_seconds"]
 
 
+def test_a_stop_request_ends_training_and_the_next_run_resumes_it(tmp_path, mirror):
+    import threading
+
+    stop = threading.Event()
+    stop.set()  # as Ctrl-C does: training ends after its current step, with its state saved
+    with pytest.raises(ReproduceError, match="run the same command again to resume"):
+        reproduce(options(tmp_path, mirror), log=quiet, stop=stop)
+    out = tmp_path / "msci-mit-states"
+    assert not (out / "model.safetensors").exists() and (out / "training_state").is_dir()
+    messages: list[str] = []
+    reproduce(options(tmp_path, mirror), log=messages.append)
+    document = json.loads((out / "metrics.json").read_text())
+    assert document["training_steps"] == 1 and "open_world" in document
+
+
 def test_push_uses_the_given_token_and_uploads_the_card(tmp_path, mirror, monkeypatch):
     import huggingface_hub
     from huggingface_hub import constants

@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,7 +89,7 @@ def _ensure_dataset(options: ReproduceOptions, log: Callable[[str], None]) -> tu
     return target, _read_json(target / RECORD_NAME)
 
 
-def _train(options: ReproduceOptions, dataset_dir: Path, out: Path, log: Callable[[str], None]):
+def _train(options: ReproduceOptions, dataset_dir: Path, out: Path, stop: threading.Event | None):
     from ..backbone import DEFAULT_BACKBONE
     from ..training.config import TrainConfig
     from ..training.progress import TqdmCallback
@@ -98,7 +100,7 @@ def _train(options: ReproduceOptions, dataset_dir: Path, out: Path, log: Callabl
                          resume=True, eval_batch_size=options.eval_batch_size, num_workers=options.num_workers)
     run = _read_json(out / RUN_FILE)
     started = time.monotonic()
-    result = train(config, callback=TqdmCallback())
+    result = train(config, callback=TqdmCallback(), stop=stop)
     run["train_seconds"] = float(run.get("train_seconds", 0.0)) + (time.monotonic() - started)
     run["hardware"] = hardware_description()
     _write_json(out / RUN_FILE, run)
@@ -131,8 +133,10 @@ def _evaluate(out: Path, dataset_dir: Path, options: ReproduceOptions, log: Call
     return {"closed_world": closed, "open_world": open_world, "evaluated_steps": int(model.training_steps.item())}
 
 
-def reproduce(options: ReproduceOptions, log: Callable[[str], None] = lambda text: print(text, file=sys.stderr)) -> Path:
-    """Run every step that is not done yet; returns the checkpoint folder."""
+def reproduce(options: ReproduceOptions, log: Callable[[str], None] = lambda text: print(text, file=sys.stderr),
+              stop: threading.Event | None = None) -> Path:
+    """Run every step that is not done yet; returns the checkpoint folder. A set `stop` ends training after
+    the current step with its state saved (the next run resumes there)."""
     from ..data.benchmarks import benchmark
     from ..registry import read_checkpoint_config, weights_dir
     from ..training.config import resolve_recipe
@@ -141,7 +145,7 @@ def reproduce(options: ReproduceOptions, log: Callable[[str], None] = lambda tex
     bench = benchmark(options.dataset)
     out = Path(options.out).expanduser() if options.out else weights_dir() / f"{options.model}-{bench.name}"
     dataset_dir, download_record = _ensure_dataset(options, log)
-    config, run = _train(options, dataset_dir, out, log)
+    config, run = _train(options, dataset_dir, out, stop)
     metrics_path = out / "metrics.json"
     document = _read_json(metrics_path)
     steps = int(document.get("training_steps", -1))
@@ -213,11 +217,24 @@ def run_reproduce_command(args) -> int:
     from ..training.config import TrainError
 
     options = ReproduceOptions(**{key: getattr(args, key) for key in ReproduceOptions.__dataclass_fields__})
+    stop, previous = threading.Event(), None
+    if threading.current_thread() is threading.main_thread():
+        def request_stop(signum, frame):
+            if stop.is_set():  # a second Ctrl-C aborts at once
+                raise KeyboardInterrupt
+            stop.set()
+            print("\nStopping after this step (Ctrl-C again to abort); run the same command to resume...",
+                  file=sys.stderr)
+
+        previous = signal.signal(signal.SIGINT, request_stop)
     try:
-        out = reproduce(options)
+        out = reproduce(options, stop=stop)
     except (ReproduceError, DatasetError, TrainError, CheckpointError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return 130 if stop.is_set() else 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
     document = _read_json(out / "metrics.json")
     for world in ("closed_world", "open_world"):
         metrics = document.get(world, {})
