@@ -41,16 +41,18 @@ def client(app_server) -> Client:
 
 
 def predict(client: Client, image, model="clip", checkpoint="", states=DEFAULT_STATES, objects=DEFAULT_OBJECTS,
-            world=WORLD_OPEN, pairs="", top_k=5, bias=0.0):
-    """Call /predict; returns its outputs as a dict."""
-    result = client.predict(handle_file(str(image)), model, checkpoint, states, objects, world, pairs, top_k, bias,
-                            api_name="/predict")
-    ranking, note, states_label, objects_label = result[:4]
-    slots = result[4:4 + 2 * VISUAL_SLOTS]
+            world=WORLD_OPEN, pairs="", top_k=5, bias=0.0, previous=""):
+    """Call /predict; returns its outputs as a dict ("labels": the ranked pairs, from the details)."""
+    result = client.predict(handle_file(str(image)) if image else None, model, checkpoint, states, objects, world,
+                            pairs, top_k, bias, previous, api_name="/predict")
+    message, answer, note = result[:3]
+    slots = result[3:3 + 2 * VISUAL_SLOTS]
     visuals = [(slots[2 * i], slots[2 * i + 1]) for i in range(VISUAL_SLOTS)]
-    return {"ranking": ranking, "note": note, "states": states_label, "objects": objects_label,
+    parts, details = result[3 + 2 * VISUAL_SLOTS:5 + 2 * VISUAL_SLOTS]
+    labels = [f"{item['state']} {item['object']}" for item in details.get("ranking", [])] if isinstance(details, dict) else []
+    return {"message": message, "answer": answer, "note": note, "parts": parts, "labels": labels,
             "visuals": [(image_update, caption) for image_update, caption in visuals if image_update.get("visible")],
-            "details": result[-1]}
+            "details": details}
 
 
 def wait_for_training(client: Client, until, timeout: float = 90.0) -> list:
@@ -84,20 +86,28 @@ def test_every_event_has_an_api_name(app_server, client):
 def test_predict_ranks_and_explains_with_every_model(client, model):
     baseline = predict(client, EXAMPLES[1], "clip")
     answer = predict(client, EXAMPLES[1], model)
-    labels = [item["label"] for item in answer["ranking"]["confidences"]]
+    labels = answer["labels"]
     assert len(labels) == 5 and all(" " in label for label in labels)
     # Untrained models rank exactly like the CLIP baseline, also through the app.
-    assert labels == [item["label"] for item in baseline["ranking"]["confidences"]]
+    assert labels == baseline["labels"]
     assert answer["details"]["model"] == model and answer["details"]["trained"] is False
-    assert answer["states"]["confidences"] and answer["objects"]["confidences"]
+    # One headline answer: the top pair, stamped as random on the test backbone and without percentages.
+    assert f"Best guess: <strong>{labels[0]}</strong>" in answer["answer"]
+    assert "random — demo mode" in answer["answer"] and "%" not in answer["answer"]
+    # The states and objects under Details agree with the headline: its state and object come first.
+    top_state, top_object = answer["details"]["ranking"][0]["state"], answer["details"]["ranking"][0]["object"]
+    assert f"<li><strong>{top_state}</strong>" in answer["parts"].split("Objects")[0].split("<ol>")[1][:60]
+    assert answer["parts"].split("Objects")[1].split("<li><strong>")[1].startswith(top_object)
     assert answer["visuals"], "every model shows at least one explanation picture"
     for image_update, caption in answer["visuals"]:
         assert Path(image_update["value"]).is_file() and Image.open(image_update["value"]).width > 100
         assert caption["value"].startswith("**")
+        assert "not meaningful" in image_update["alt_text"], "random output is stamped, also for screen readers"
+    assert answer["message"]["value"] == "" and "czsl-previous" not in answer["answer"]
     if model == "clip":
-        assert "nothing is trained" in answer["note"]
+        assert "learns nothing" in answer["note"]
     else:
-        assert "no trained checkpoint yet" in answer["note"] and "Train" in answer["note"]
+        assert "not trained yet" in answer["note"] and "Train" in answer["note"]
 
 
 def test_predict_model_specific_visuals(client):
@@ -112,9 +122,7 @@ def test_predict_closed_world_top_k(client):
     pairs = "striped cat\nwet dog\nhot coffee"
     answer = predict(client, EXAMPLES[1], "msci", states="striped, wet, hot", objects="cat, dog, coffee",
                      world=WORLD_CLOSED, pairs=pairs, top_k=10)
-    labels = {item["label"] for item in answer["ranking"]["confidences"]}
-    assert labels == {"striped cat", "wet dog", "hot coffee"}
-    assert abs(sum(item["confidence"] for item in answer["ranking"]["confidences"]) - 1) < 1e-6
+    assert set(answer["labels"]) == {"striped cat", "wet dog", "hot coffee"}
 
 
 def test_menus_presets_and_visibility(client):
@@ -123,7 +131,6 @@ def test_menus_presets_and_visibility(client):
     states, objects, world, pairs = client.predict("Kitchen", "", api_name="/predict_preset")
     assert "sliced" in states and "apple" in objects and world == WORLD_OPEN and pairs["visible"] is False
     assert client.predict(WORLD_CLOSED, api_name="/predict_world_changed")["visible"] is True
-    assert client.predict(WORLD_OPEN, api_name="/compare_world_changed")["visible"] is False
     info, bias, presets = client.predict("", api_name="/predict_checkpoint_changed")
     assert info == "" and bias["visible"] is False
     message, _, _ = client.predict("nobody/no-such-checkpoint", api_name="/predict_checkpoint_changed")
@@ -141,8 +148,9 @@ def test_menus_presets_and_visibility(client):
 def test_compare_runs_every_model_with_timings(client):
     outputs = client.predict(handle_file(str(EXAMPLES[2])), DEFAULT_STATES, DEFAULT_OBJECTS, WORLD_OPEN, "", True,
                              api_name="/compare")
-    assert "Shared pass" in outputs[0]
-    columns = outputs[1:]
+    assert EXAMPLES[2].name in outputs[1], "Compare says which photo (shared with Predict) it used"
+    assert "Shared pass" in outputs[2]
+    columns = outputs[3:]
     assert len(columns) == 2 * len(MODELS)
     tops = [columns[2 * i]["confidences"][0]["label"] for i in range(len(MODELS))]
     assert len(set(tops)) == 1, "untrained models share the baseline's answer"
@@ -159,27 +167,28 @@ def test_bad_inputs_give_clear_messages_and_the_app_keeps_serving(client, tmp_pa
     Image.new("1", (12_000, 12_000)).save(huge)  # 1 bit per pixel: a real 12,000 x 12,000 image, small on disk
     broken_zip = tmp_path / "broken.zip"
     broken_zip.write_bytes(b"PK\x03\x04 this zip was cut short")
-    cases = [
-        (lambda: predict(client, text_file), "not an image"),
-        (lambda: predict(client, huge), "megapixels"),
-        (lambda: predict(client, EXAMPLES[0], states=" , ,"), "list of states is empty"),
-        (lambda: predict(client, EXAMPLES[0], objects=""), "list of objects is empty"),
-        (lambda: predict(client, EXAMPLES[0], states=", ".join(f"word{i}" for i in range(10_000))), "limit"),
-        (lambda: predict(client, EXAMPLES[0], world=WORLD_CLOSED, pairs=""), "pair list is empty"),
-        (lambda: predict(client, EXAMPLES[0], checkpoint="nobody/no-such-checkpoint"), "Hub"),
-        (lambda: client.predict(SOURCE_ZIP, handle_file(str(broken_zip)), "", "msci", "fast", 1, 0.001,
-                                api_name="/train_start"), "not a readable zip"),
-        (lambda: client.predict(None, "clip", "", DEFAULT_STATES, DEFAULT_OBJECTS, WORLD_OPEN, "", 5, 0,
-                                api_name="/predict"), "Add a photo first"),
+    good = predict(client, EXAMPLES[0], top_k=1)
+    # Predict shows one message and keeps the previous answer, marked as previous; nothing else changes.
+    predict_cases = [
+        (dict(image=text_file), "not an image"),
+        (dict(image=huge), "megapixels"),
+        (dict(image=EXAMPLES[0], states=" , ,"), "list of states is empty"),
+        (dict(image=EXAMPLES[0], objects=""), "list of objects is empty"),
+        (dict(image=EXAMPLES[0], states=", ".join(f"word{i}" for i in range(10_000))), "limit"),
+        (dict(image=EXAMPLES[0], world=WORLD_CLOSED, pairs=""), "pair list is empty"),
+        (dict(image=EXAMPLES[0], checkpoint="nobody/no-such-checkpoint"), "Hub"),
+        (dict(image=None), "Add a photo first"),
     ]
-    for call, expected in cases:
-        with pytest.raises(AppError) as caught:
-            call()
-        message = str(caught.value)
-        assert expected in message, message
-        assert "Traceback" not in message
-        # The app still answers after each bad request.
-        assert predict(client, EXAMPLES[0], top_k=1)["ranking"]["confidences"]
+    for arguments, expected in predict_cases:
+        failed = predict(client, previous=good["answer"], **arguments)
+        assert expected in failed["message"]["value"] and "Traceback" not in failed["message"]["value"], failed["message"]
+        assert "czsl-previous" in failed["answer"] and good["labels"][0] in failed["answer"]
+        assert failed["details"] == {"__type__": "update"}, "the rest of the page is left as it was"
+    with pytest.raises(AppError) as caught:
+        client.predict(SOURCE_ZIP, handle_file(str(broken_zip)), "", "msci", "fast", 1, 0.001, api_name="/train_start")
+    assert "not a readable zip" in str(caught.value) and "Traceback" not in str(caught.value)
+    # The app still answers after the bad requests.
+    assert predict(client, EXAMPLES[0], top_k=1)["labels"] == good["labels"]
 
 
 # ------------------------------------------------------------------ concurrency
@@ -211,13 +220,12 @@ def test_training_finishes_and_its_checkpoint_reaches_predict(client, app_server
     assert trained and Path(trained).parent == app_server[3] / "weights"
     assert any(choice[0].startswith("Dataset: synthetic") for choice in presets["choices"])
     answer = predict(client, EXAMPLES[0], "msci", checkpoint=trained)
-    assert answer["details"]["trained"] is True and "trained checkpoint" in answer["note"]
+    assert answer["details"]["trained"] is True and "trained weights" in answer["note"]
     info, bias, _ = client.predict(trained, api_name="/predict_checkpoint_changed")
     assert "combinations seen in training" in info and bias["visible"] is True
     biased = predict(client, EXAMPLES[0], "msci", checkpoint=trained, states="red, blue", objects="circle, square",
                      bias=20.0)
-    assert any("new combination" in item["label"] or "seen in training" in item["label"]
-               for item in biased["ranking"]["confidences"])
+    assert "new combination" in biased["answer"] or "seen in training" in biased["answer"]
 
 
 def test_stopped_training_keeps_its_checkpoint_and_never_blocks_predictions(client, app_server):
@@ -226,7 +234,7 @@ def test_stopped_training_keeps_its_checkpoint_and_never_blocks_predictions(clie
         client.predict(SOURCE_SYNTHETIC, None, "", "svip", "fast", 1, 0.001, api_name="/train_start")
     wait_for_training(client, lambda outputs: len(outputs[2]["data"]) >= 1)
     started = time.monotonic()
-    assert predict(client, EXAMPLES[3], "svip")["ranking"]["confidences"]
+    assert predict(client, EXAMPLES[3], "svip")["labels"]
     assert time.monotonic() - started < 30
     assert not training_ended(client.predict(api_name="/train_status")), "the prediction ran during training"
     client.predict(api_name="/train_stop")

@@ -11,27 +11,22 @@ import gradio as gr
 from .about import build_about_tab
 from .compare import build_compare_tab
 from .evaluate import build_evaluate_tab
+from .gallery import EXAMPLES_DIR, example_catalogue, examples_for_paths
 from .predict import build_predict_tab, refresh_choices
 from .state import AppState, load_app_backbone
+from .theme import APP_CSS, app_theme
 from .train import build_train_tab
 
 TITLE = "State + object recognition"
 DEFAULT_PREDICT_CONCURRENCY = 4
-EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
-APP_CSS = """
-.czsl-banner { background: #fff3cd; border: 2px solid #e0a800; border-radius: 8px; padding: 6px 14px; }
-.czsl-banner p { color: #533f03 !important; font-weight: 600; margin: 0; }
-#predict-note p { font-size: 0.95rem; }
-"""
 INTRO = (f"# {TITLE}\n"
          "Upload a photo or click an example: the app describes it as a **state + object**, such as *sliced apple* "
          "or *rusty bike*, with a picture of why. It also handles combinations it has never seen.")
 
 
 def example_photos(folder: Path | None = None) -> list[str]:
-    """The example photos shipped with the app."""
-    folder = folder or EXAMPLES_DIR
-    return [str(path) for path in sorted(folder.glob("*.jpg"))]
+    """The example photos shipped with the app, in the order the app offers them."""
+    return [example.path for example in example_catalogue(folder)]
 
 
 def predict_concurrency() -> int:
@@ -44,17 +39,17 @@ def predict_concurrency() -> int:
 
 def build_app(state: AppState, examples: list[str] | None = None) -> gr.Blocks:
     """The whole app: Predict, Compare, Train, Evaluate and About tabs."""
-    examples = example_photos() if examples is None else examples
+    catalogue = example_catalogue() if examples is None else examples_for_paths(examples)
     concurrency = predict_concurrency()
     with gr.Blocks(title=TITLE, delete_cache=(3600, 3600)) as demo:
         if state.banner:
             gr.Markdown(f"⚠️ {state.banner}", elem_classes=["czsl-banner"], elem_id="backbone-banner")
         gr.Markdown(INTRO)
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             with gr.Tab("Predict", id="predict") as predict_tab:
-                predict = build_predict_tab(state, examples, concurrency)
+                predict = build_predict_tab(state, catalogue, concurrency)
             with gr.Tab("Compare", id="compare"):
-                build_compare_tab(state, examples, concurrency)
+                compare = build_compare_tab(state, predict, concurrency)
             with gr.Tab("Train", id="train") as train_tab:
                 train = build_train_tab(state)
             with gr.Tab("Evaluate", id="evaluate"):
@@ -67,6 +62,14 @@ def build_app(state: AppState, examples: list[str] | None = None) -> gr.Blocks:
             """Refresh the checkpoint and word-list menus (new checkpoints, newly loaded datasets)."""
             return refresh_choices(state, model_name, checkpoint_value)
 
+        # "Compare these" on Predict: switch to Compare and run it on the same photo and words.
+        predict.compare_button.click(lambda: gr.Tabs(selected="compare"), outputs=[tabs],
+                                     api_name="predict_compare_these", api_visibility="private").then(
+            compare.run, inputs=compare.inputs, outputs=compare.outputs, preprocess=False,
+            concurrency_limit=compare.concurrency_limit, concurrency_id="predict", api_name="compare_these",
+            api_visibility="undocumented")
+        demo.load(predict.first_answer, outputs=predict.first_answer_outputs, api_name="predict_first_example",
+                  api_visibility="undocumented", concurrency_limit=concurrency, concurrency_id="predict")
         predict_tab.select(on_predict_tab, inputs=[predict.model, predict.checkpoint],
                            outputs=[predict.checkpoint, predict.preset], api_name="refresh_predict_menus")
         train_tab.select(train.status, outputs=train.status_outputs, api_name="refresh_train_status")
@@ -90,5 +93,5 @@ def create_app(backbone: str | None = None, device: str | None = None,
 
 def launch_options() -> dict[str, Any]:
     """Keyword arguments for Blocks.launch: styling, upload limit, and the example photos as servable files."""
-    return {"css": APP_CSS, "theme": gr.themes.Soft(), "max_file_size": "200mb",
+    return {"css": APP_CSS, "theme": app_theme(), "max_file_size": "200mb",
             "allowed_paths": [str(EXAMPLES_DIR)]}

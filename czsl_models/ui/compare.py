@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,10 +13,8 @@ import torch
 
 from ..backbone import VisualOutput
 from ..models.base import CompositionModel, Prediction, VisualRequest
-from ..presets import DEFAULT_OBJECTS, DEFAULT_STATES
 from .explain import ranking_confidences
-from .inputs import WORLD_CHOICES, WORLD_OPEN, build_vocabulary, friendly_errors, photo_with_examples, read_photo
-from .predict import pair_box_visibility
+from .inputs import build_vocabulary, friendly_errors, read_photo, uploaded_path
 from .state import AppState, gpu_function
 
 COMPARE_TOP_K = 5
@@ -90,23 +89,37 @@ def answer_caption(answer: ModelAnswer, shared_seconds: float) -> str:
     return f"{timing}; {status}"
 
 
-def build_compare_tab(state: AppState, examples: list[str], concurrency_limit: int) -> None:
-    """Lay out the Compare tab and wire its events."""
+@dataclass
+class CompareTab:
+    """What the Predict tab's 'Compare these' button needs to run the comparison."""
+
+    run: Any  # the event function
+    inputs: list[Any]
+    outputs: list[Any]
+    concurrency_limit: int
+
+
+def inputs_summary(image_value: Any, states_text: str, objects_text: str) -> str:
+    """One line saying which photo and words the comparison uses (they are set in the Predict tab)."""
+    path = uploaded_path(image_value)
+    photo = f"*{html.escape(Path(path).name)}*" if path else "no photo yet"
+    return (f"Photo: {photo}. States: {html.escape(states_text or '')}. Objects: {html.escape(objects_text or '')}. "
+            "Change them in the **Predict** tab.")
+
+
+def build_compare_tab(state: AppState, shared: Any, concurrency_limit: int) -> CompareTab:
+    """Lay out the Compare tab (on the Predict tab's photo and words) and wire its events."""
     names = state.model_names()
-    gr.Markdown("The same photo through every model at once. The photo is read by the shared network once; each "
-                "model then adds its own step, and the time under each column is what that model cost.")
+    gr.Markdown("The photo and words from the **Predict** tab, through every model at once.")
     with gr.Row(equal_height=False):
-        with gr.Column(scale=4, min_width=300):
-            image, example_set = photo_with_examples(examples, "compare", height=260)
+        with gr.Column(scale=4, min_width=280):
+            preview = gr.Image(label="The photo", interactive=False, height=200, elem_id="compare-image",
+                               buttons=[])
+            words = gr.Markdown("", elem_id="compare-words")
             run = gr.Button("Compare all models", variant="primary", elem_id="compare-button")
-            with gr.Accordion("What to look for", open=False):
-                states = gr.Textbox(DEFAULT_STATES, label="States", lines=2)
-                objects = gr.Textbox(DEFAULT_OBJECTS, label="Objects", lines=2)
-                world = gr.Radio(WORLD_CHOICES, value=WORLD_OPEN, label="Which combinations to consider")
-                pairs = gr.Textbox("", label="Pairs to consider (one 'state object' a line)", lines=3, visible=False)
-                use_checkpoints = gr.Checkbox(True, label="Use each model's newest trained weights when there are any")
+            use_checkpoints = gr.Checkbox(True, label="Use each model's newest trained weights when there are any")
         with gr.Column(scale=8):
-            summary = gr.Markdown("")
+            summary = gr.Markdown("", elem_id="compare-summary")
             columns: list[Any] = []
             with gr.Row():
                 for name in names:
@@ -122,7 +135,8 @@ def build_compare_tab(state: AppState, examples: list[str], concurrency_limit: i
         photo = read_photo(image_value)
         answers, shared_seconds = compare_models(state, photo, (states_text, objects_text, world_value, pairs_text),
                                                  bool(use_checkpoints_value))
-        outputs: list[Any] = [f"Shared pass through the photo: **{shared_seconds * 1000:.0f} ms** on "
+        outputs: list[Any] = [uploaded_path(image_value), inputs_summary(image_value, states_text, objects_text),
+                              f"Shared pass through the photo: **{shared_seconds * 1000:.0f} ms** on "
                               f"{state.backbone.device}."]
         by_name = {answer.name: answer for answer in answers}
         for name in names:
@@ -131,9 +145,16 @@ def build_compare_tab(state: AppState, examples: list[str], concurrency_limit: i
             outputs += [ranking_confidences(answer.prediction, mark_seen=False), answer_caption(answer, shared_seconds)]
         return outputs
 
-    event_options = dict(fn=on_compare, inputs=[image, states, objects, world, pairs, use_checkpoints],
-                         outputs=[summary, *columns], preprocess=False, concurrency_limit=concurrency_limit,
-                         concurrency_id="predict")
-    run.click(api_name="compare", **event_options)
-    example_set.load_input_event.then(api_name="compare_example", api_visibility="undocumented", **event_options)
-    world.change(pair_box_visibility, inputs=[world], outputs=[pairs], api_name="compare_world_changed")
+    def on_inputs(image_value, states_text, objects_text):
+        """Show which photo and words a comparison will use."""
+        return uploaded_path(image_value), inputs_summary(image_value, states_text, objects_text)
+
+    inputs = [shared.image, shared.states, shared.objects, shared.world, shared.pairs, use_checkpoints]
+    outputs = [preview, words, summary, *columns]
+    run.click(on_compare, inputs=inputs, outputs=outputs, preprocess=False, concurrency_limit=concurrency_limit,
+              concurrency_id="predict", api_name="compare")
+    for what, component in (("photo", shared.image), ("states", shared.states), ("objects", shared.objects)):
+        component.change(on_inputs, inputs=[shared.image, shared.states, shared.objects], outputs=[preview, words],
+                         preprocess=False, api_name=f"compare_{what}_changed",
+                         api_visibility="private", show_progress="hidden")
+    return CompareTab(run=on_compare, inputs=inputs, outputs=outputs, concurrency_limit=concurrency_limit)

@@ -36,11 +36,34 @@ RENDER_LOCK = threading.Lock()
 
 @dataclass
 class Visual:
-    """One picture of an explanation and the sentence shown under it."""
+    """One picture of an explanation, the sentence shown under it and its text for screen readers."""
 
     title: str
     image: Image.Image
     caption: str
+    description: str = ""  # what the picture shows, for its alt text (the caption says how to read it)
+
+    @property
+    def alt(self) -> str:
+        """Alt text: what the picture shows, else its title and caption."""
+        return self.description or f"{self.title}. {self.caption}"
+
+
+def watermark(visual: Visual, text: str) -> Visual:
+    """The visual with 'text' stamped across it in large letters, and said so in its alt text."""
+    image = visual.image.convert("RGBA")
+    layer = Image.new("RGBA", image.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    font = _font(max(14, min(image.width // 14, 40)))
+    words = text.upper()
+    width = draw.textlength(words, font=font)
+    step = max(60, image.height // 3)
+    for top in range(step // 3, image.height, step):
+        box = draw.textbbox(((image.width - width) / 2, top), words, font=font)
+        draw.rectangle((box[0] - 8, box[1] - 4, box[2] + 8, box[3] + 4), fill=(255, 255, 255, 170))
+        draw.text(((image.width - width) / 2, top), words, font=font, fill=(160, 20, 20, 235))
+    stamped = Image.alpha_composite(image, layer).convert("RGB")
+    return Visual(visual.title, stamped, visual.caption, f"{visual.alt} Stamped: {text}.")
 
 
 # ------------------------------------------------------------------ ranking text

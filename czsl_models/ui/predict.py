@@ -1,10 +1,11 @@
-"""The Predict tab: one photo, a model and a vocabulary in; ranked compositions and the model's
-explanation out."""
+"""The Predict tab: one photo, a model and a vocabulary in; one headline answer, the ranked list and the
+model's explanation out. The photo and the words are shared with the Compare tab."""
 
 from __future__ import annotations
 
+import html
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +15,19 @@ from PIL import Image
 from ..models.base import Prediction
 from ..presets import DEFAULT_OBJECTS, DEFAULT_PRESET, DEFAULT_STATES, VOCABULARY_PRESETS
 from ..registry import CheckpointError, read_checkpoint_config, resolve_checkpoint
-from .explain import Visual, build_visuals, marginal_confidences, ranking_confidences
+from .answer import Honesty, answer_html, details_html, headline_text, is_random_backbone, message_html
+from .explain import Visual, build_visuals, marginal_confidences, ranking_confidences, watermark
+from .gallery import Example
 from .inputs import (WORLD_CHOICES, WORLD_CLOSED, WORLD_OPEN, as_float, build_vocabulary, clamp_int,
-                     friendly_errors, photo_with_examples, read_photo)
+                     friendly_errors, read_photo, uploaded_path)
 from .state import UNTRAINED, AppState, gpu_function
 
 VISUAL_SLOTS = 3
 MAX_TOP_K = 20
 DATASET_PRESET_PREFIX = "Dataset: "
-CHECKPOINT_PRESET = "The words the chosen checkpoint was trained on"
+CHECKPOINT_PRESET = "The words the chosen weights were trained on"
 BIAS_RANGE = 20.0
+EXPLAIN_TITLE = "Why this answer?"
 
 
 @dataclass
@@ -37,6 +41,10 @@ class PredictResult:
     visuals: list[Visual]
     details: dict[str, Any]
     seconds: float
+    headline: str = ""
+    answer: str = ""  # the headline and ranked list as HTML
+    parts: str = ""  # the states and objects of the ranking as HTML
+    honesty: Honesty = field(default_factory=lambda: Honesty(False, True, False))
 
 
 # --------------------------------------------------------------------------- logic
@@ -52,18 +60,17 @@ class ModelFacts:
 
 
 def model_status_note(facts: ModelFacts, checkpoint: str, seconds: float) -> str:
-    """The sentence beside the results: what model answered and whether its learned parts mean anything."""
-    timing = f"Answered in {seconds:.2f} s on {facts.backbone}."
+    """The sentence under the answer: which model answered and whether what it learned means anything."""
+    timing = f"Answered in {seconds:.2f} s."
     if facts.name == "clip":
-        return (f"**{facts.display_name}**: compares the photo with written descriptions such as 'a photo of a rusty "
-                f"bike'; nothing is trained. {timing}")
+        return (f"**{facts.display_name}** compares the photo with written descriptions such as 'a photo of a rusty "
+                f"bike'; it learns nothing. {timing}")
     if not facts.trained:
-        return (f"⚠️ **{facts.display_name} has no trained checkpoint yet.** Its ranking is exactly the CLIP "
-                f"baseline's, and the explanation pictures come from parts that have not learned anything yet, so "
-                f"they mean nothing. Train it in the **Train** tab, or pick trained weights under *Model* (a folder in "
-                f"`weights/` or a Hugging Face repo id). {timing}")
+        return (f"**{facts.display_name} is not trained yet**, so it answers exactly like the CLIP baseline and its "
+                f"explanation shows nothing learned. Train it in the **Train** tab, or choose trained weights "
+                f"under *Model*. {timing}")
     shown = Path(checkpoint).name if checkpoint else checkpoint
-    return (f"**{facts.display_name}**, trained checkpoint `{shown}` ({facts.training_steps:,} training steps). "
+    return (f"**{facts.display_name}**, trained weights *{shown}* ({facts.training_steps:,} training steps). "
             f"{timing}")
 
 
@@ -83,12 +90,15 @@ def run_model(state: AppState, model_name: str, checkpoint: str | None, photo: I
 
 def predict_photo(state: AppState, image: Any, model_name: str, checkpoint: str | None, states: str, objects: str,
                   world: str, pairs: str | None, top_k: Any = 5, bias: Any = 0.0) -> PredictResult:
-    """Run one prediction and build its explanation visuals."""
+    """Run one prediction and build its headline answer and explanation visuals."""
     started = time.perf_counter()
     photo = read_photo(image)
     prediction, facts = run_model(state, model_name or "clip", checkpoint, photo, (states, objects, world, pairs),
                                   clamp_int(top_k, 1, MAX_TOP_K, 5), as_float(bias))
+    honesty = Honesty(is_random_backbone(state.backbone.spec), facts.trained, facts.name != "clip")
     visuals = build_visuals(prediction, photo)
+    if not honesty.explanation_meaningful:
+        visuals = [watermark(visual, honesty.caveat) for visual in visuals]
     seconds = time.perf_counter() - started
     details = prediction.to_dict()
     details["seconds"] = round(seconds, 4)
@@ -100,6 +110,10 @@ def predict_photo(state: AppState, image: Any, model_name: str, checkpoint: str 
         visuals=visuals,
         details=details,
         seconds=seconds,
+        headline=headline_text(prediction, honesty),
+        answer=answer_html(prediction, honesty),
+        parts=details_html(prediction),
+        honesty=honesty,
     )
 
 
@@ -150,18 +164,54 @@ def model_summary(state: AppState, model_name: str) -> str:
 
 
 # --------------------------------------------------------------------------- layout
+MARK_STALE_JS = """() => {
+  const answer = document.querySelector('#predict-answer .czsl-answer');
+  if (answer && !answer.classList.contains('czsl-previous')) {
+    answer.classList.add('czsl-previous');
+    const note = document.createElement('p');
+    note.className = 'czsl-previous-note';
+    note.textContent = 'Out of date: the photo or words changed. Press Recognise to update the answer.';
+    answer.prepend(note);
+  }
+}"""
+# On a phone the answer sits below the inputs: bring it into view once it is there.
+SCROLL_TO_ANSWER_JS = """() => {
+  if (window.innerWidth < 768) {
+    const shown = [...document.querySelectorAll('#predict-message, #predict-answer')].find(e => e.offsetParent);
+    shown?.scrollIntoView({behavior: 'smooth', block: 'start'});
+  }
+}"""
+
+
 def pair_box_visibility(world: str) -> Any:
     """Show the pair list only in the closed world."""
     return gr.update(visible=world == WORLD_CLOSED)
 
 
+def as_previous(answer: str) -> str:
+    """An answer's HTML marked as belonging to the earlier photo or settings."""
+    if not answer or "czsl-previous" in answer:
+        return answer
+    note = '<p class="czsl-previous-note">Previous answer: it belongs to the earlier photo or settings.</p>'
+    return answer.replace('<div class="czsl-answer">', f'<div class="czsl-answer czsl-previous">{note}', 1)
+
+
 @dataclass
 class PredictTab:
-    """Components other tabs update (the checkpoint list after training, the presets after loading data)."""
+    """Components other tabs share or update: the photo and words (Compare), the menus (after training)."""
 
+    image: gr.Image
+    states: gr.Textbox
+    objects: gr.Textbox
+    world: gr.Radio
+    pairs: gr.Textbox
     model: gr.Dropdown
     checkpoint: gr.Dropdown
     preset: gr.Dropdown
+    compare_button: gr.Button
+    outputs: list[Any]
+    first_answer: Any  # () -> the first example with its answer, for the page's load event
+    first_answer_outputs: list[Any]
 
 
 def _sentence(title: str) -> str:
@@ -174,85 +224,137 @@ def _visual_updates(visuals: list[Visual]) -> list[Any]:
     for index in range(VISUAL_SLOTS):
         if index < len(visuals):
             visual = visuals[index]
-            updates += [gr.update(value=visual.image, label=visual.title, visible=True),
+            updates += [gr.update(value=visual.image, label=visual.title, alt_text=visual.alt, visible=True),
                         gr.update(value=f"**{_sentence(visual.title)}** {visual.caption}", visible=True)]
         else:
             updates += [gr.update(value=None, visible=False), gr.update(value="", visible=False)]
     return updates
 
 
-def build_predict_tab(state: AppState, examples: list[str], concurrency_limit: int) -> PredictTab:
+def explain_box_update(honesty: Honesty) -> Any:
+    """Open when the explanation means something; else collapsed behind 'Show anyway (why not)'."""
+    if honesty.explanation_meaningful:
+        return gr.update(label=EXPLAIN_TITLE, open=True)
+    return gr.update(label=f"Show anyway ({honesty.caveat})", open=False)
+
+
+def result_outputs(result: PredictResult) -> list[Any]:
+    """The Predict tab's outputs for one result (same order as PredictTab.outputs)."""
+    return [gr.update(value="", visible=False), result.answer, result.note, explain_box_update(result.honesty), *_visual_updates(result.visuals),
+            result.parts, result.details, as_previous(result.answer)]
+
+
+def error_outputs(message: str, previous: str) -> list[Any]:
+    """One message; the previous answer stays, marked as previous; nothing else changes."""
+    unchanged = [gr.update() for _ in range(2 + 2 * VISUAL_SLOTS + 2)]
+    return [gr.update(value=message_html(message), visible=True), previous or gr.update(), *unchanged, gr.update()]
+
+
+def error_message(error: BaseException) -> str:
+    """The visitor-facing text of an error raised through friendly_errors."""
+    return str(getattr(error, "message", None) or error)
+
+
+def build_predict_tab(state: AppState, examples: list[Example], concurrency_limit: int) -> PredictTab:
     """Lay out the Predict tab and wire its events."""
     model_names = state.model_names()
     default_model = state.default_model_name()
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=5, min_width=320):
-            image, example_set = photo_with_examples(examples, "predict", height=320)
-            run = gr.Button("Recognise", variant="primary", elem_id="predict-button")
-            with gr.Accordion("Model", open=True):
+    with gr.Row(equal_height=False, elem_id="predict-row"):
+        with gr.Column(scale=5, min_width=300, elem_id="predict-inputs"):
+            image = gr.Image(type="filepath", image_mode=None, label="Your photo", height=300, elem_id="predict-image",
+                             sources=["upload", "clipboard", "webcam"])
+            with gr.Row(elem_id="predict-buttons"):
+                run = gr.Button("Recognise", variant="primary", elem_id="predict-button", scale=2)
+                compare_button = gr.Button("Compare these with every model", variant="secondary",
+                                           elem_id="predict-compare", scale=2)
+            with gr.Accordion("Model", open=True, elem_id="predict-model-box"):
                 model = gr.Dropdown([(state.display_name(name), name) for name in model_names], value=default_model,
                                     label="Model", elem_id="predict-model")
                 summary = gr.Markdown(model_summary(state, default_model))
                 checkpoint = gr.Dropdown(state.checkpoint_choices(default_model),
                                          value=state.newest_checkpoint(default_model), label="Trained weights",
-                                         allow_custom_value=True,
-                                         info="A folder in weights/, or type a Hugging Face repo id (owner/name).")
+                                         allow_custom_value=True, elem_id="predict-checkpoint",
+                                         info="What the model learned in training. Type a Hugging Face model name "
+                                              "(owner/name) to use weights shared there.")
                 checkpoint_info = gr.Markdown("")
-            with gr.Accordion("What to look for", open=True):
+            with gr.Accordion("What to look for", open=True, elem_id="predict-words"):
                 preset = gr.Dropdown(preset_names(state), value=DEFAULT_PRESET, label="Ready-made word lists")
-                states = gr.Textbox(DEFAULT_STATES, label="States (how things are)", lines=2,
+                states = gr.Textbox(DEFAULT_STATES, label="States (how things are)", lines=2, elem_id="predict-states",
                                     info="Separated by commas, e.g. sliced, rusty, wet")
                 objects = gr.Textbox(DEFAULT_OBJECTS, label="Objects (what things are)", lines=2,
-                                     info="Separated by commas, e.g. apple, bike, dog")
+                                     elem_id="predict-objects", info="Separated by commas, e.g. apple, bike, dog")
                 world = gr.Radio(WORLD_CHOICES, value=WORLD_OPEN, label="Which combinations to consider")
-                pairs = gr.Textbox("", label="Pairs to consider", lines=4, visible=False,
-                                   info="One 'state object' pair a line, e.g. rusty bike")
-            with gr.Accordion("More settings", open=False):
+                pairs = gr.Textbox("", label="Combinations to consider", lines=4, visible=False,
+                                   info="One per line: a state, a space, an object, e.g. rusty bike")
+            example_set = gr.Examples(examples=[[example.path, example.states, example.objects] for example in examples],
+                                      inputs=[image, states, objects], label="Or click an example (each has its words)",
+                                      cache_examples=False, api_name="predict_load_example", elem_id="predict-examples",
+                                      examples_per_page=12)
+            with gr.Accordion("More settings", open=False, elem_id="predict-more"):
                 top_k = gr.Slider(1, MAX_TOP_K, value=5, step=1, label="How many answers to show")
                 bias = gr.Slider(-BIAS_RANGE, BIAS_RANGE, value=0.0, step=0.5, visible=False,
                                  label="Favour new combinations",
-                                 info="Positive values push combinations the model never saw in training up the list.")
-        with gr.Column(scale=7, min_width=360):
-            ranking = gr.Label(label="Best descriptions of the photo", elem_id="predict-ranking")
+                                 info="Higher values move combinations the model never saw in training up the list.")
+        with gr.Column(scale=7, min_width=300, elem_id="predict-results"):
+            message = gr.HTML("", elem_id="predict-message", visible=False)
+            answer = gr.HTML("", elem_id="predict-answer")
             note = gr.Markdown("", elem_id="predict-note")
-            with gr.Row():
-                state_ranking = gr.Label(label="Most likely states", elem_id="predict-states")
-                object_ranking = gr.Label(label="Most likely objects", elem_id="predict-objects")
-            gr.Markdown("### Why this answer?")
-            slots: list[Any] = []
-            for index in range(VISUAL_SLOTS):
-                # The title goes into the sentence under the picture: a label chip would hide the plot's own titles.
-                slots.append(gr.Image(label="Explanation", show_label=False, visible=False, interactive=False,
-                                      format="png", buttons=["download", "fullscreen"],
-                                      elem_id=f"predict-visual-{index}"))
-                slots.append(gr.Markdown("", visible=False, elem_id=f"predict-caption-{index}"))
+            with gr.Accordion(EXPLAIN_TITLE, open=True, elem_id="predict-explain") as explain_box:
+                slots: list[Any] = []
+                for index in range(VISUAL_SLOTS):
+                    # The title goes into the sentence under the picture: a label chip would hide the plot's titles.
+                    slots.append(gr.Image(label="Explanation", show_label=False, visible=False, interactive=False,
+                                          format="png", buttons=["download", "fullscreen"],
+                                          elem_id=f"predict-visual-{index}"))
+                    slots.append(gr.Markdown("", visible=False, elem_id=f"predict-caption-{index}"))
+            with gr.Accordion("Details: the states and objects in the answer", open=False, elem_id="predict-details"):
+                parts = gr.HTML("", elem_id="predict-parts")
             with gr.Accordion("The numbers behind the answer (for developers)", open=False):
                 details = gr.JSON(label="Prediction")
+    previous = gr.State("")
 
-    @friendly_errors
+    def compute(image_value, model_name, checkpoint_value, states_text, objects_text, world_value, pairs_text,
+                top_k_value, bias_value) -> PredictResult:
+        return predict_photo(state, image_value, model_name, checkpoint_value, states_text, objects_text,
+                             world_value, pairs_text, top_k_value, bias_value)
+
+    guarded_compute = friendly_errors(compute)
+
     def on_predict(image_value, model_name, checkpoint_value, states_text, objects_text, world_value, pairs_text,
-                   top_k_value, bias_value):
+                   top_k_value, bias_value, previous_value):
         """Rank state-object compositions in a photo and explain the answer."""
-        result = predict_photo(state, image_value, model_name, checkpoint_value, states_text, objects_text,
-                               world_value, pairs_text, top_k_value, bias_value)
-        return [result.ranking, result.note, result.states, result.objects, *_visual_updates(result.visuals),
-                result.details]
+        try:
+            result = guarded_compute(image_value, model_name, checkpoint_value, states_text, objects_text,
+                                     world_value, pairs_text, top_k_value, bias_value)
+        except gr.Error as error:
+            return error_outputs(error_message(error), as_previous(previous_value))
+        return result_outputs(result)
 
-    inputs = [image, model, checkpoint, states, objects, world, pairs, top_k, bias]
-    outputs = [ranking, note, state_ranking, object_ranking, *slots, details]
+    def on_rerun(image_value, *rest):
+        """Answer again after the model or words changed; nothing to do before there is a photo."""
+        if uploaded_path(image_value) is None:
+            return [gr.update() for _ in outputs]
+        return on_predict(image_value, *rest)
+
+    inputs = [image, model, checkpoint, states, objects, world, pairs, top_k, bias, previous]
+    outputs = [message, answer, note, explain_box, *slots, parts, details, previous]
     # preprocess=False: the photo reaches our own checks (not an image, too many pixels) unopened.
-    event_options = dict(fn=on_predict, inputs=inputs, outputs=outputs, preprocess=False,
-                         concurrency_limit=concurrency_limit, concurrency_id="predict")
-    run.click(api_name="predict", **event_options)
-    example_set.load_input_event.then(api_name="predict_example", api_visibility="undocumented", **event_options)
+    event_options = dict(inputs=inputs, outputs=outputs, preprocess=False, concurrency_limit=concurrency_limit,
+                         concurrency_id="predict")
+    run.click(on_predict, api_name="predict", **event_options).then(
+        None, js=SCROLL_TO_ANSWER_JS, api_name="predict_scroll")
+    example_set.load_input_event.then(on_predict, api_name="predict_example", api_visibility="undocumented",
+                                      **event_options).then(None, js=SCROLL_TO_ANSWER_JS, api_name="example_scroll")
+    image.upload(on_rerun, api_name="predict_upload", api_visibility="undocumented", **event_options)
 
-    @friendly_errors
     def on_model_change(model_name):
         """The checkpoints of a model and a sentence about it."""
         choices = state.checkpoint_choices(model_name)
         return gr.update(choices=choices, value=state.newest_checkpoint(model_name)), model_summary(state, model_name)
 
-    model.change(on_model_change, inputs=[model], outputs=[checkpoint, summary], api_name="predict_model_changed")
+    model.change(friendly_errors(on_model_change), inputs=[model], outputs=[checkpoint, summary],
+                 api_name="predict_model_changed").then(on_rerun, api_name="predict_model_rerun",
+                                                        api_visibility="undocumented", **event_options)
 
     def on_checkpoint_change(checkpoint_value):
         """What a checkpoint knows: its words and its seen pairs (which enable the bias)."""
@@ -271,17 +373,41 @@ def build_predict_tab(state: AppState, examples: list[str], concurrency_limit: i
 
     checkpoint.change(on_checkpoint_change, inputs=[checkpoint], outputs=[checkpoint_info, bias, preset],
                       api_name="predict_checkpoint_changed")
+    checkpoint.input(on_rerun, api_name="predict_checkpoint_rerun", api_visibility="undocumented", **event_options)
 
-    @friendly_errors
     def on_preset(preset_value, checkpoint_value):
         """Fill the word boxes from a ready-made list."""
         states_text, objects_text, world_value, pairs_text = preset_vocabulary(state, preset_value, checkpoint_value)
         return states_text, objects_text, world_value, gr.update(value=pairs_text, visible=world_value == WORLD_CLOSED)
 
-    preset.input(on_preset, inputs=[preset, checkpoint], outputs=[states, objects, world, pairs],
-                 api_name="predict_preset")
+    preset.input(friendly_errors(on_preset), inputs=[preset, checkpoint], outputs=[states, objects, world, pairs],
+                 api_name="predict_preset").then(on_rerun, api_name="predict_preset_rerun",
+                                                 api_visibility="undocumented", **event_options)
     world.change(pair_box_visibility, inputs=[world], outputs=[pairs], api_name="predict_world_changed")
-    return PredictTab(model=model, checkpoint=checkpoint, preset=preset)
+    for what, box in (("states", states), ("objects", objects), ("pairs", pairs), ("world", world),
+                      ("top_k", top_k), ("bias", bias)):
+        box.input(None, js=MARK_STALE_JS, api_name=f"predict_{what}_stale")
+    image.clear(None, js=MARK_STALE_JS, api_name="predict_image_cleared")
+
+    first_example = examples[0] if examples else None
+    first_cache: dict[tuple[str, str], list[Any]] = {}
+
+    def first_answer():
+        """The first example, already answered, so the page never opens on an empty result (computed once
+        per model and weights, then served from memory)."""
+        if first_example is None:
+            return [gr.update() for _ in first_outputs]
+        checkpoint_value = state.newest_checkpoint(default_model)
+        key = (default_model, checkpoint_value)
+        if key not in first_cache:
+            first_cache[key] = on_predict(first_example.path, default_model, checkpoint_value, first_example.states,
+                                          first_example.objects, WORLD_OPEN, "", 5, 0.0, "")
+        return [first_example.path, first_example.states, first_example.objects, *first_cache[key]]
+
+    first_outputs = [image, states, objects, *outputs]
+    return PredictTab(image=image, states=states, objects=objects, world=world, pairs=pairs, model=model,
+                      checkpoint=checkpoint, preset=preset, compare_button=compare_button, outputs=outputs,
+                      first_answer=first_answer, first_answer_outputs=first_outputs)
 
 
 def refresh_choices(state: AppState, model_name: str, checkpoint_value: str | None) -> tuple[Any, Any]:

@@ -18,8 +18,13 @@ from ..registry import (CheckpointError, list_local_checkpoints, list_models, lo
                         read_checkpoint_config, resolve_checkpoint, weights_dir)
 
 LOGGER = logging.getLogger(__name__)
-FALLBACK_BANNER = "Offline and no cached weights: running on a tiny random backbone, predictions are random."
-TINY_BANNER = "Running on the tiny random test backbone: predictions are random."
+FALLBACK_BANNER = ("Demo mode: answers are random. The app could not download the image-and-text model it is built "
+                   "on (no internet, and no saved copy), so it runs on a small stand-in with random weights. "
+                   "To fix it (for whoever runs the app): connect to the internet once and restart; the model is "
+                   "then saved and later starts work offline.")
+TINY_BANNER = ("Demo mode: answers are random. The app was started on its small test model, whose weights are "
+               "random. To fix it (for whoever runs the app): restart it without the tiny test setting "
+               "(CZSL_BACKBONE or --backbone).")
 MAX_CACHED_MODELS = 8
 UNTRAINED = ""  # checkpoint value of a model's untrained start (the CLIP baseline)
 

@@ -1,0 +1,58 @@
+"""The example photos, each with its own word list, so one click shows a state the photo actually has."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..presets import DEFAULT_OBJECTS, DEFAULT_STATES
+
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
+
+
+@dataclass(frozen=True)
+class Example:
+    """One example: a photo, the words to try on it and a short label under its thumbnail."""
+
+    path: str
+    states: str
+    objects: str
+    label: str
+
+
+# Word lists written for each photo: a few states it shows and a few it does not, and near-miss objects.
+EXAMPLE_WORDS: dict[str, tuple[str, str, str]] = {
+    "chelsea": ("sleeping, sitting, striped, wet, furry, angry", "cat, dog, tiger, rabbit", "cat"),
+    "coffee": ("hot, cold, full, empty, spilled, frozen", "coffee, tea, soup, cup", "coffee"),
+    "sliced_apple": ("sliced, whole, rotten, peeled, ripe", "apple, bread, tomato, orange", "sliced apple"),
+    "rotten_banana": ("sliced, whole, rotten, peeled, ripe", "banana, apple, bread, tomato", "old banana"),
+    "rusty_can": ("rusty, shiny, new, broken, wet, painted", "can, bottle, bike, car", "rusty can"),
+    "wet_dog": ("wet, dry, sleeping, running, furry", "dog, cat, horse, person", "wet dog"),
+    "motorcycle": ("parked, moving, shiny, rusty, broken, new", "motorcycle, bike, car, horse", "motorcycle"),
+    "astronaut": ("smiling, sleeping, young, old, wet, standing", "astronaut, person, pilot, doll", "astronaut"),
+    "rocket": ("launching, standing, new, rusty, broken, old", "rocket, tower, car, bottle", "rocket"),
+    "striped_triangle": ("red, green, blue, yellow, striped, dotted, small, large", "circle, square, triangle, star",
+                         "shapes"),
+}
+
+
+def example_catalogue(folder: Path | None = None) -> list[Example]:
+    """The shipped example photos in catalogue order (those with word lists first), each with its words."""
+    folder = folder or EXAMPLES_DIR
+    files = {path.stem: path for path in sorted(folder.glob("*.jpg")) + sorted(folder.glob("*.png"))}
+    ordered = [stem for stem in EXAMPLE_WORDS if stem in files] + sorted(set(files) - set(EXAMPLE_WORDS))
+    examples = []
+    for stem in ordered:
+        states, objects, label = EXAMPLE_WORDS.get(stem, (DEFAULT_STATES, DEFAULT_OBJECTS, stem.replace("_", " ")))
+        examples.append(Example(str(files[stem]), states, objects, label))
+    return examples
+
+
+def examples_for_paths(paths: list[str]) -> list[Example]:
+    """Examples for given photo files (the words of a known photo, else the everyday list)."""
+    examples = []
+    for path in paths:
+        stem = Path(path).stem
+        states, objects, label = EXAMPLE_WORDS.get(stem, (DEFAULT_STATES, DEFAULT_OBJECTS, stem.replace("_", " ")))
+        examples.append(Example(str(path), states, objects, label))
+    return examples

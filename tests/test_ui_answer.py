@@ -1,0 +1,60 @@
+"""The answer card: one headline with a plain confidence word, honest about random and untrained
+output, states and objects that agree with the headline, every typed word escaped."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from czsl_models.backbone import parse_backbone_spec
+from czsl_models.models.base import Prediction, RankedPair
+from czsl_models.ui.answer import (Honesty, answer_html, confidence_word, details_html, headline_text,
+                                   is_random_backbone, parts_in_ranking, ranking_probabilities)
+from czsl_models.ui.predict import as_previous
+
+REAL = Honesty(random_backbone=False, trained=True, learns=True)
+
+
+def prediction(scores: list[float], pairs: list[tuple[str, str]]) -> Prediction:
+    """A prediction ranking the given pairs by their scores."""
+    order = np.argsort(scores)[::-1]
+    ranking = [RankedPair(pairs[i][0], pairs[i][1], float(scores[i])) for i in order]
+    return Prediction("msci", "tiny", True, ranking, [], [], {}, np.asarray(scores, dtype=np.float32))
+
+
+def test_confidence_words_follow_the_top_probability_and_its_lead():
+    assert confidence_word([0.9, 0.05]) == "sure"
+    assert confidence_word([0.5, 0.3]) == "fairly sure"
+    assert confidence_word([0.45, 0.4]) == "unsure: a close call"
+    assert confidence_word([0.2, 0.19]) == "unsure: a close call"
+
+
+def test_headline_has_the_top_pair_and_percentages_only_when_they_mean_something():
+    answer = prediction([5.0, 1.0, 0.0], [("sliced", "apple"), ("whole", "apple"), ("rotten", "bread")])
+    probabilities = ranking_probabilities(answer)
+    assert abs(sum(probabilities) - 1) < 1e-6 and probabilities[0] > 0.9
+    assert headline_text(answer, REAL) == "Best guess: sliced apple (sure)"
+    html = answer_html(answer, REAL)
+    assert "<strong>sliced apple</strong>" in html and "98%" in html and "random" not in html
+    random = answer_html(answer, Honesty(random_backbone=True, trained=False, learns=True))
+    assert "random — demo mode" in random and "%" not in random
+
+
+def test_honesty_says_why_an_explanation_means_nothing():
+    assert REAL.explanation_meaningful and REAL.caveat == ""
+    assert Honesty(False, False, False).explanation_meaningful, "CLIP learns nothing: its explanation is real"
+    assert Honesty(False, False, True).caveat == "not trained: not meaningful"
+    assert Honesty(True, False, True).caveat == "random demo model, not trained: not meaningful"
+    assert is_random_backbone(parse_backbone_spec("tiny"))
+    assert is_random_backbone(parse_backbone_spec("random:ViT-B-32"))
+    assert not is_random_backbone(parse_backbone_spec("ViT-B-32:openai"))
+
+
+def test_states_and_objects_agree_with_the_headline_and_typed_words_are_escaped():
+    answer = prediction([3.0, 2.0, 1.0, 0.5], [("wet", "dog"), ("<b>dry</b>", "cat"), ("wet", "cat"),
+                                               ("<b>dry</b>", "dog")])
+    assert parts_in_ranking(answer, "state") == [("wet", "wet dog"), ("<b>dry</b>", "<b>dry</b> cat")]
+    assert parts_in_ranking(answer, "object")[0] == ("dog", "wet dog")
+    for html in (answer_html(answer, REAL), details_html(answer)):
+        assert "<b>dry" not in html and "&lt;b&gt;dry" in html
+    previous = as_previous(answer_html(answer, REAL))
+    assert "czsl-previous" in previous and "Previous answer" in previous and as_previous(previous) == previous
