@@ -20,15 +20,22 @@ from PIL import Image, ImageDraw, ImageFont
 from ..models.base import Prediction, RankedPair
 
 VIEW_SIZE = 224  # the models see the centre square of the photo at this size
-LOCAL_COLOUR = "#2a9d8f"
-GLOBAL_COLOUR = "#e9a23b"
-COMPOSITION_COLOUR = "#4c72b0"
-PRODUCT_COLOUR = "#dd8452"
+# Okabe-Ito colours: told apart with every common colour-vision deficiency; every bar is also labelled
+# in words, so no caption has to name a colour.
+LOCAL_COLOUR = "#0072B2"  # blue
+GLOBAL_COLOUR = "#E69F00"  # orange
+COMPOSITION_COLOUR = "#0072B2"
+PRODUCT_COLOUR = "#E69F00"
+THIRD_COLOUR = "#009E73"  # bluish green
 REPLACED_COLOUR = (74, 78, 105)
-EVIDENCE_COLOUR = (255, 209, 102)
+EVIDENCE_COLOUR = (255, 255, 255)  # drawn over a black outline: visible on light and dark content alike
+HEAT_COLORMAP = "viridis"  # perceptually even and readable with colour-vision deficiencies
 PANEL_GAP = 10
-TITLE_HEIGHT = 26
+TOP_MARGIN = 34  # keeps panel titles clear of the viewer's download and full-screen buttons
+TITLE_HEIGHT = 26 + TOP_MARGIN
 LEGEND_HEIGHT = 30
+COLOUR_BAR_HEIGHT = 44
+CHART_FONT = 12  # chart text in points: still about 11 px when a phone shrinks the picture to fit
 # Matplotlib's Agg canvases are independent, but its font cache and colormap registry are
 # process-wide; one lock keeps concurrent predictions from rendering at the same instant.
 RENDER_LOCK = threading.Lock()
@@ -113,14 +120,25 @@ def figure_to_image(figure: Figure) -> Image.Image:
 
 
 def finish_bar_chart(figure: Figure, axis, positions: np.ndarray, labels: Sequence[str], xlabel: str,
-                     fontsize: int = 9, **legend: Any) -> Image.Image:
-    """Label a horizontal bar chart the same way everywhere and render it (call under RENDER_LOCK)."""
-    axis.set_yticks(positions, labels, fontsize=fontsize)
-    axis.set_xlabel(xlabel)
-    axis.legend(fontsize=8, **(legend or {"loc": "lower right"}))
+                     fontsize: int = CHART_FONT, **legend: Any) -> Image.Image:
+    """Label a horizontal bar chart the same way everywhere and render it (call under RENDER_LOCK): large
+    text, the legend below the plot where it covers no bar, room at the top for the viewer's buttons."""
+    axis.set_yticks(positions, labels, fontsize=max(fontsize, CHART_FONT - 1))
+    axis.set_xlabel(xlabel, fontsize=CHART_FONT)
+    axis.tick_params(axis="x", labelsize=CHART_FONT - 1)
+    options = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.22), "ncol": 1, "frameon": False}
+    options.update(legend or {})
+    options.pop("fontsize", None)
+    axis.legend(fontsize=CHART_FONT - 1, **options)
     axis.spines[["top", "right"]].set_visible(False)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 1, 0.94))
     return figure_to_image(figure)
+
+
+def label_bars(axis, container, texts: Sequence[str], inside_colour: str = "white") -> None:
+    """Write each bar's meaning on the bar itself (inside when it fits), so no reader needs its colour."""
+    axis.bar_label(container, labels=list(texts), label_type="center", color=inside_colour,
+                   fontsize=CHART_FONT - 2, fontweight="bold")
 
 
 def _normalised(grid: np.ndarray) -> np.ndarray:
@@ -156,7 +174,7 @@ def compose_panels(panels: Sequence[tuple[str, Image.Image]],
                    legend: Sequence[tuple[tuple[int, int, int], str]] = ()) -> Image.Image:
     """Pictures side by side, each with a title above, and an optional colour legend below (drawn
     with PIL: a fraction of matplotlib's time, which matters for every prediction)."""
-    font = _font(13)
+    font = _font(15)
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     legend_width = sum(22 + int(measure.textlength(text, font=font)) + 18 for _, text in legend) + PANEL_GAP
     width = max(sum(image.width for _, image in panels) + PANEL_GAP * (len(panels) + 1), legend_width)
@@ -166,7 +184,7 @@ def compose_panels(panels: Sequence[tuple[str, Image.Image]],
     left = PANEL_GAP
     for title, image in panels:
         text_width = draw.textlength(title, font=font)
-        draw.text((left + (image.width - text_width) / 2, 5), title, fill="black", font=font)
+        draw.text((left + (image.width - text_width) / 2, TOP_MARGIN + 4), title, fill="black", font=font)
         canvas.paste(image, (left, TITLE_HEIGHT))
         left += image.width + PANEL_GAP
     if legend:
@@ -179,18 +197,64 @@ def compose_panels(panels: Sequence[tuple[str, Image.Image]],
     return canvas
 
 
-def heat_overlay(view: Image.Image, grid: np.ndarray, opacity: float = 0.55) -> Image.Image:
-    """A heat map (bright = high) blended over the model's view of the photo."""
-    heat = Image.fromarray(np.uint8(255 * _normalised(grid))).resize(view.size, Image.BILINEAR)
-    colours = colormaps["inferno"](np.asarray(heat, dtype=np.float64) / 255.0)[..., :3] * 255.0
-    blended = (1 - opacity) * np.asarray(view, dtype=np.float64) + opacity * colours
-    return Image.fromarray(np.uint8(np.clip(blended, 0, 255)))
+def heat_overlay(view: Image.Image, grid: np.ndarray, opacity: float = 0.85) -> Image.Image:
+    """A heat map over the model's view of the photo, as opaque as the attention is high: where the model
+    hardly looked, the photo shows through (greyed a little, so the looked-at parts stand out)."""
+    level = np.asarray(Image.fromarray(np.uint8(255 * _normalised(grid))).resize(view.size, Image.BILINEAR),
+                       dtype=np.float64) / 255.0
+    colours = colormaps[HEAT_COLORMAP](level)[..., :3] * 255.0
+    photo = np.asarray(view, dtype=np.float64)
+    grey = photo.mean(axis=-1, keepdims=True)
+    faded = 0.6 * photo + 0.4 * grey
+    alpha = (opacity * level)[..., None]
+    return Image.fromarray(np.uint8(np.clip((1 - alpha) * faded + alpha * colours, 0, 255)))
+
+
+def colour_bar(width: int) -> Image.Image:
+    """The heat maps' key: the colour scale from 'less attention' to 'more attention'."""
+    font = _font(14)
+    bar = Image.new("RGB", (width, COLOUR_BAR_HEIGHT), "white")
+    draw = ImageDraw.Draw(bar)
+    left, right, top = PANEL_GAP + 120, width - PANEL_GAP - 120, 8
+    span = max(right - left, 20)
+    ramp = colormaps[HEAT_COLORMAP](np.linspace(0, 1, span))[:, :3] * 255.0
+    strip = Image.fromarray(np.uint8(np.repeat(ramp[None], 16, axis=0)))
+    bar.paste(strip, (left, top))
+    draw.rectangle((left - 1, top - 1, left + span, top + 16), outline="black")
+    draw.text((left - 8 - draw.textlength("less attention", font=font), top), "less attention", fill="black",
+              font=font)
+    draw.text((left + span + 8, top), "more attention", fill="black", font=font)
+    return bar
+
+
+def where_in_photo(grid: np.ndarray) -> str:
+    """Where a map is highest, in words ('the top left', 'the centre'), for alt text."""
+    grid = np.asarray(grid, dtype=np.float64)
+    if grid.size == 0 or not np.isfinite(grid).any():
+        return "nowhere in particular"
+    row, col = np.unravel_index(int(np.nanargmax(grid)), grid.shape)
+    vertical = ("top", "middle", "bottom")[min(2, 3 * row // max(1, grid.shape[0]))]
+    horizontal = ("left", "centre", "right")[min(2, 3 * col // max(1, grid.shape[1]))]
+    if vertical == "middle":
+        return "the centre" if horizontal == "centre" else f"the {horizontal} side"
+    return f"the {vertical}" if horizontal == "centre" else f"the {vertical} {horizontal}"
 
 
 def heatmap_panels(photo: Image.Image, maps: Sequence[tuple[str, np.ndarray]]) -> Image.Image:
-    """The model's view of the photo with one heat map per panel (bright = looked at most)."""
+    """The model's view of the photo, then one heat map per panel, with the colour key below."""
     view = model_view(photo)
-    return compose_panels([(title, heat_overlay(view, grid)) for title, grid in maps])
+    panels = compose_panels([("The photo", view), *[(title, heat_overlay(view, grid)) for title, grid in maps]])
+    key = colour_bar(panels.width)
+    canvas = Image.new("RGB", (panels.width, panels.height + key.height), "white")
+    canvas.paste(panels, (0, 0))
+    canvas.paste(key, (0, panels.height))
+    return canvas
+
+
+def heatmap_description(what: str, maps: Sequence[tuple[str, np.ndarray]]) -> str:
+    """Alt text of a heat-map picture: what it shows and where each map is highest."""
+    places = "; ".join(f"{title}: most attention at {where_in_photo(grid)}" for title, grid in maps)
+    return f"The photo beside heat maps of {what}. {places}."
 
 
 def _shorten(text: str, limit: int = 28) -> str:
@@ -199,24 +263,39 @@ def _shorten(text: str, limit: int = 28) -> str:
 
 # ------------------------------------------------------------------ per model
 def score_parts_visual(prediction: Prediction) -> Visual | None:
-    """How each top composition's score splits into its two terms (every model has this)."""
+    """How each top composition's score is built, as two positive parts: the whole phrase's match (above the
+    weakest answer shown) and the state's and object's probabilities multiplied; the top answer's bar is the
+    longest."""
     parts = prediction.explanations.get("score_parts")
     if not isinstance(parts, dict) or "composition" not in parts or "state_times_object" not in parts:
         return None
     names = [_shorten(f"{item.state} {item.object}") for item in prediction.ranking]
     composition = np.asarray(parts["composition"], dtype=np.float64)[: len(names)]
     product = np.asarray(parts["state_times_object"], dtype=np.float64)[: len(names)]
+    names = names[: len(composition)]
+    if not names:
+        return None
+    # Both parts shift by the same amount for every row, so the order of the totals is the order of the scores.
+    phrase = composition - composition.min()
     with RENDER_LOCK:
-        figure = Figure(figsize=(6.4, 0.45 * len(names) + 1.3), dpi=100)
+        figure = Figure(figsize=(5.6, 0.55 * len(names) + 2.0), dpi=100)
         axis = figure.add_subplot(1, 1, 1)
         rows = np.arange(len(names))[::-1]
-        axis.barh(rows, composition, color=COMPOSITION_COLOUR, label="match with 'a photo of STATE OBJECT'")
-        axis.barh(rows, product, left=composition, color=PRODUCT_COLOUR,
-                  label="state probability × object probability")
-        image = finish_bar_chart(figure, axis, rows, names, "score")
+        first = axis.barh(rows, phrase, color=COMPOSITION_COLOUR, label="phrase: the whole 'state object' matches")
+        second = axis.barh(rows, product, left=phrase, color=PRODUCT_COLOUR,
+                           label="parts: state × object, each on its own")
+        width = max(float((phrase + product).max()), 1e-6)
+        label_bars(axis, first, ["phrase" if value > 0.18 * width else "" for value in phrase])
+        label_bars(axis, second, ["parts" if value > 0.12 * width else "" for value in product], "black")
+        image = finish_bar_chart(figure, axis, rows, names, "score points (the phrase part above the lowest shown)")
+    top = names[0]
     return Visual("How each score is made", image,
-                  "Each score adds how well the photo matches the whole phrase (blue) to how likely the state and "
-                  "the object are on their own, multiplied (orange).")
+                  "Each bar is an answer's score, built from two parts: how well the photo matches the whole phrase "
+                  "(the 'phrase' part, counted above the weakest answer shown) and how likely its state and its object "
+                  "are on their own, multiplied (the 'parts' part). The longest bar is the best answer.",
+                  f"Bar chart of how each of the top {len(names)} answers' scores is made; '{top}' has the longest "
+                  f"bar. Phrase match: {', '.join(f'{value:.1f}' for value in phrase)}; state × object: "
+                  f"{', '.join(f'{value:.2f}' for value in product)}.")
 
 
 def _weight_rows(prediction: Prediction, explanations: dict[str, Any]) -> list[tuple[str, float, float]] | None:
@@ -272,8 +351,9 @@ def msci_attention_visual(prediction: Prediction, photo: Image.Image) -> Visual 
         return None
     top = prediction.ranking[0]
     return Visual(f"Where the model looked for '{top.state} {top.object}'", heatmap_panels(photo, maps),
-                  "Bright areas are the parts of the photo the top answer paid most attention to, first for details, "
-                  "then for the whole scene.")
+                  "Beside the photo, the parts the top answer paid most attention to, first for details, then for the "
+                  "whole scene: the more attention, the stronger the colour (see the key under the pictures).",
+                  heatmap_description(f"where the model looked for '{top.state} {top.object}'", maps))
 
 
 def refiner_attention_visual(prediction: Prediction, photo: Image.Image) -> Visual | None:
@@ -288,7 +368,8 @@ def refiner_attention_visual(prediction: Prediction, photo: Image.Image) -> Visu
     maps = [(f"{group.capitalize()} questions", attention[index]) for index, group in enumerate(groups)]
     return Visual("What each group of learned questions looked at", heatmap_panels(photo, maps),
                   "The model sends three groups of learned questions over the photo, about the state, the object and "
-                  "the pair; bright areas are where each group looked.")
+                  "the pair; the stronger the colour, the more that group looked there (see the key).",
+                  heatmap_description("where each group of learned questions looked", maps))
 
 
 def refiner_contributions_visual(prediction: Prediction) -> Visual | None:
@@ -301,19 +382,23 @@ def refiner_contributions_visual(prediction: Prediction) -> Visual | None:
     if values.ndim != 2 or values.shape[1] != len(groups) or not np.any(np.abs(values) > 1e-9):
         return None
     names = [_shorten(f"{item.state} {item.object}") for item in prediction.ranking][: values.shape[0]]
-    colours = [LOCAL_COLOUR, GLOBAL_COLOUR, COMPOSITION_COLOUR]
+    colours = [LOCAL_COLOUR, GLOBAL_COLOUR, THIRD_COLOUR]
     with RENDER_LOCK:
-        figure = Figure(figsize=(6.4, 0.5 * len(names) + 1.4), dpi=100)
+        figure = Figure(figsize=(5.6, 0.75 * len(names) + 2.0), dpi=100)
         axis = figure.add_subplot(1, 1, 1)
         positions = np.arange(len(names))[::-1]
         height = 0.8 / len(groups)
         for index, group in enumerate(groups):
-            axis.barh(positions + (1 - index) * height, values[: len(names), index], height=height,
-                      color=colours[index % len(colours)], label=f"{group} questions")
+            bars = axis.barh(positions + (1 - index) * height, values[: len(names), index], height=height,
+                             color=colours[index % len(colours)], label=f"{group} questions")
+            axis.bar_label(bars, labels=[group] * len(names), padding=3, fontsize=CHART_FONT - 3)
         axis.axvline(0, color="black", linewidth=0.8)
         image = finish_bar_chart(figure, axis, positions, names, "change in score")
     return Visual("Which questions helped each answer", image,
-                  "Bars to the right mean that group of questions raised the answer's score; to the left, lowered it.")
+                  "Each answer has one bar per group of questions, named at its end: to the right, that group raised "
+                  "the answer's score; to the left, lowered it.",
+                  f"Bar chart of how much the state, object and composition questions changed the scores of "
+                  f"{', '.join(names)}.")
 
 
 def svip_patches_visual(prediction: Prediction, photo: Image.Image) -> Visual | None:
@@ -373,12 +458,39 @@ def svip_evidence_visual(prediction: Prediction, photo: Image.Image) -> Visual |
     cell_h, cell_w = view.height / rows, view.width / cols
     panels = []
     for title, row, col in states + objects:
-        picture = view.copy()
-        ImageDraw.Draw(picture).rectangle((col * cell_w, row * cell_h, (col + 1) * cell_w, (row + 1) * cell_h),
-                                          outline=EVIDENCE_COLOUR, width=4)
-        panels.append((title, picture.resize((168, 168), Image.BICUBIC)))
+        picture = view.resize((176, 176), Image.BICUBIC)
+        scale = picture.width / view.width
+        draw_evidence_box(picture, (col * cell_w * scale, row * cell_h * scale, (col + 1) * cell_w * scale,
+                                    (row + 1) * cell_h * scale), title.split(": ", 1)[-1])
+        panels.append((title, picture))
+    places = "; ".join(f"{title} at {where_in_photo(_one_hot(mask.shape, row, col))}" for title, row, col in
+                       states + objects)
     return Visual("The evidence for each answer", compose_panels(panels),
-                  "The yellow box marks the part of the photo that best matches each top state and object.")
+                  "In each copy of the photo, the outlined box marks the part that best matches that state or object, "
+                  "with the word written on the box.",
+                  f"Copies of the photo, each with one boxed part: {places}.")
+
+
+def _one_hot(shape: tuple[int, int], row: int, col: int) -> np.ndarray:
+    grid = np.zeros(shape)
+    grid[min(row, shape[0] - 1), min(col, shape[1] - 1)] = 1.0
+    return grid
+
+
+def draw_evidence_box(picture: Image.Image, box: tuple[float, float, float, float], label: str) -> None:
+    """A thick box, black outside and white inside so it shows on any content, with its label on a tab."""
+    draw = ImageDraw.Draw(picture)
+    # Kept 3 px inside the picture, so a box on the edge keeps its black outline.
+    left, top = max(3.0, box[0]), max(3.0, box[1])
+    right, bottom = min(picture.width - 4.0, box[2]), min(picture.height - 4.0, box[3])
+    draw.rectangle((left - 3, top - 3, right + 3, bottom + 3), outline="black", width=3)
+    draw.rectangle((left, top, right, bottom), outline=EVIDENCE_COLOUR, width=3)
+    font = _font(13)
+    text_width = draw.textlength(label, font=font)
+    tab_top = top - 24 if top >= 24 else bottom + 3
+    tab_left = min(max(0, left - 3), picture.width - text_width - 10)
+    draw.rectangle((tab_left, tab_top, tab_left + text_width + 10, tab_top + 20), fill="black")
+    draw.text((tab_left + 5, tab_top + 2), label, fill="white", font=font)
 
 
 VisualBuilder = Callable[[Prediction, Image.Image], "Visual | None"]
