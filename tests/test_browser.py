@@ -101,9 +101,11 @@ def test_the_page_opens_answered_honestly_and_follows_every_change(app_url, brow
     page.wait_for_function("() => document.querySelector('#predict-states textarea').value.includes('spilled')",
                            timeout=30_000)
     page.locator("#predict-compare").click()
-    page.wait_for_function("() => (document.querySelector('#compare-summary')?.innerText || '').includes('ms')",
+    page.wait_for_function("() => (document.querySelector('#compare-headline')?.innerText || '').includes('agree')",
                            timeout=60_000)
     assert "coffee" in page.locator("#compare-words").inner_text()
+    assert page.locator("#compare-table tbody tr").count() == 5
+    assert not page.locator("#compare-timings").is_visible(), "timings wait in the closed researchers' panel"
     assert not errors, errors
 
     assert Image.open(screenshot).size[0] >= 1280

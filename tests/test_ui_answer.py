@@ -58,3 +58,19 @@ def test_states_and_objects_agree_with_the_headline_and_typed_words_are_escaped(
         assert "<b>dry" not in html and "&lt;b&gt;dry" in html
     previous = as_previous(answer_html(answer, REAL))
     assert "czsl-previous" in previous and "Previous answer" in previous and as_previous(previous) == previous
+
+
+def test_the_comparison_marks_rank_changes_against_clip_and_says_who_disagrees():
+    from czsl_models.ui.differences import comparison_headline, comparison_rows, comparison_table_html
+
+    pairs = [("wet", "dog"), ("dry", "dog"), ("wet", "cat"), ("<i>dry</i>", "cat")]
+    clip = prediction([4.0, 3.0, 2.0, 1.0], pairs)
+    msci = prediction([3.0, 4.0, 1.0, 2.0], pairs)
+    names = {"clip": "CLIP", "msci": "MSCI"}
+    both = {"clip": clip, "msci": msci}
+    assert comparison_rows(both, ["clip", "msci"])[:2] == ["wet dog", "dry dog"]
+    table = comparison_table_html(both, ["clip", "msci"], names)
+    assert "#1 <span" in table and "▲1" in table and "▼1" in table and "&lt;i&gt;dry" in table
+    assert comparison_headline(both, ["clip", "msci"], names) == \
+        "MSCI and CLIP disagree on the top answer: CLIP says **wet dog**; MSCI: **dry dog**."
+    assert comparison_headline({"clip": clip, "msci": clip}, ["clip", "msci"], names).startswith("All 2 models agree")

@@ -1,4 +1,6 @@
-"""The Compare tab: one photo through every model, sharing one backbone pass, top-5 side by side."""
+"""The Compare tab: the Predict tab's photo and words through every model, sharing one backbone pass;
+the differences first (one table, rank changes against CLIP, a one-line headline), timings for
+researchers in a closed panel."""
 
 from __future__ import annotations
 
@@ -10,14 +12,19 @@ from typing import Any
 
 import gradio as gr
 import torch
+from PIL import Image
 
 from ..backbone import VisualOutput
 from ..models.base import CompositionModel, Prediction, VisualRequest
-from .explain import ranking_confidences
+from .answer import Honesty, is_random_backbone
+from .differences import comparison_headline, comparison_table_html
+from .explain import build_visuals, watermark
 from .inputs import build_vocabulary, friendly_errors, read_photo, uploaded_path
 from .state import AppState, gpu_function
 
 COMPARE_TOP_K = 5
+RANKS_KEPT = 20  # ranked further than shown, so a pair in one model's top five has a baseline rank to compare
+THUMBNAIL_WIDTH = 360
 
 
 @dataclass
@@ -64,17 +71,20 @@ def compare_models(state: AppState, photo, vocabulary_args: tuple, use_checkpoin
             vocabulary = build_vocabulary(*vocabulary_args, model.train_pairs or None)
             model.prompts.check_lengths(vocabulary)
             model.eval()
+            # Text features are computed once per vocabulary and cached: warm them first, so no model's time
+            # includes the one-off cost of reading the words.
+            model.prompts.encode_all(vocabulary)
             started = time.perf_counter()
             own = not shares_vision_pass(model)
             visual = model.encode_images(pixels, explain=True) if own else shared
-            prediction = model.predict_from_visual(visual, vocabulary, top_k=COMPARE_TOP_K, pixels=pixels)[0]
+            prediction = model.predict_from_visual(visual, vocabulary, top_k=RANKS_KEPT, pixels=pixels)[0]
             answers.append(ModelAnswer(model.name, model.display_name or model.name, prediction,
                                        time.perf_counter() - started, own, checkpoint))
     return answers, shared_seconds
 
 
 def answer_caption(answer: ModelAnswer, shared_seconds: float) -> str:
-    """Time and training status under a model's column."""
+    """A model's time and training status (the researchers' panel)."""
     if answer.own_pass:
         timing = f"{answer.seconds * 1000:.0f} ms (its own pass through the photo)"
     else:
@@ -86,7 +96,32 @@ def answer_caption(answer: ModelAnswer, shared_seconds: float) -> str:
         status = f"trained: `{Path(answer.checkpoint).name}`"
     else:
         status = "untrained: ranks like the CLIP baseline"
-    return f"{timing}; {status}"
+    return f"**{answer.display_name}**: {timing}; {status}"
+
+
+def timings_markdown(answers: list[ModelAnswer], shared_seconds: float, device: str) -> str:
+    """The researchers' panel: the shared pass and each model's own time (text features warmed first)."""
+    lines = [f"Shared pass through the photo: **{shared_seconds * 1000:.0f} ms** on {device}. The words' text "
+             "features were computed before timing, so no model pays their one-off cost."]
+    lines += [f"- {answer_caption(answer, shared_seconds)}" for answer in answers]
+    return "\n".join(lines)
+
+
+def thumbnails(answers: list[ModelAnswer], photo, random_backbone: bool) -> list[tuple[Image.Image, str]]:
+    """Each model's first explanation picture, small, captioned (and stamped when it means nothing)."""
+    items = []
+    for answer in answers:
+        visuals = build_visuals(answer.prediction, photo)
+        if not visuals:
+            continue
+        honesty = Honesty(random_backbone, answer.prediction.trained, answer.name != "clip")
+        visual = visuals[0] if honesty.explanation_meaningful else watermark(visuals[0], honesty.caveat)
+        image = visual.image
+        small = image.resize((THUMBNAIL_WIDTH, max(1, round(image.height * THUMBNAIL_WIDTH / image.width))),
+                             Image.LANCZOS)
+        note = f" ({honesty.caveat})" if honesty.caveat else ""
+        items.append((small, f"{answer.display_name}: {visual.title}{note}"))
+    return items
 
 
 @dataclass
@@ -110,47 +145,46 @@ def inputs_summary(image_value: Any, states_text: str, objects_text: str) -> str
 def build_compare_tab(state: AppState, shared: Any, concurrency_limit: int) -> CompareTab:
     """Lay out the Compare tab (on the Predict tab's photo and words) and wire its events."""
     names = state.model_names()
-    gr.Markdown("The photo and words from the **Predict** tab, through every model at once.")
+    display_names = {name: state.display_name(name) for name in names}
+    random_backbone = is_random_backbone(state.backbone.spec)
+    gr.Markdown("The photo and words from the **Predict** tab, through every model at once: where they agree, and "
+                "where they differ.")
     with gr.Row(equal_height=False):
-        with gr.Column(scale=4, min_width=280):
-            preview = gr.Image(label="The photo", interactive=False, height=200, elem_id="compare-image",
-                               buttons=[])
+        with gr.Column(scale=3, min_width=260):
+            preview = gr.Image(label="The photo", interactive=False, height=200, elem_id="compare-image", buttons=[])
             words = gr.Markdown("", elem_id="compare-words")
             run = gr.Button("Compare all models", variant="primary", elem_id="compare-button")
             use_checkpoints = gr.Checkbox(True, label="Use each model's newest trained weights when there are any")
-        with gr.Column(scale=8):
-            summary = gr.Markdown("", elem_id="compare-summary")
-            columns: list[Any] = []
-            with gr.Row():
-                for name in names:
-                    with gr.Column(min_width=180):
-                        label = gr.Label(label=state.display_name(name), num_top_classes=COMPARE_TOP_K,
-                                         show_heading=False, elem_id=f"compare-{name}")
-                        caption = gr.Markdown("")
-                        columns += [label, caption]
+        with gr.Column(scale=8, min_width=300):
+            headline = gr.Markdown("", elem_id="compare-headline")
+            table = gr.HTML("", elem_id="compare-table")
+            gallery = gr.Gallery(label="Each model's explanation (click to enlarge)", columns=4, height="auto",
+                                 object_fit="contain", elem_id="compare-thumbnails", visible=False)
+            with gr.Accordion("Timings (for researchers)", open=False, elem_id="compare-timings-box"):
+                timings = gr.Markdown("", elem_id="compare-timings")
 
     @friendly_errors
     def on_compare(image_value, states_text, objects_text, world_value, pairs_text, use_checkpoints_value):
-        """Rank the photo's compositions with every model, timing each."""
+        """Rank the photo's compositions with every model; show where they differ."""
         photo = read_photo(image_value)
         answers, shared_seconds = compare_models(state, photo, (states_text, objects_text, world_value, pairs_text),
                                                  bool(use_checkpoints_value))
-        outputs: list[Any] = [uploaded_path(image_value), inputs_summary(image_value, states_text, objects_text),
-                              f"Shared pass through the photo: **{shared_seconds * 1000:.0f} ms** on "
-                              f"{state.backbone.device}."]
-        by_name = {answer.name: answer for answer in answers}
-        for name in names:
-            answer = by_name[name]
-            # Plain names: narrow columns have no room for "(new combination)".
-            outputs += [ranking_confidences(answer.prediction, mark_seen=False), answer_caption(answer, shared_seconds)]
-        return outputs
+        predictions = {answer.name: answer.prediction for answer in answers}
+        line = comparison_headline(predictions, names, display_names)
+        if random_backbone:
+            line += " *(random — demo mode: these answers mean nothing.)*"
+        pictures = thumbnails(answers, photo, random_backbone)
+        return [uploaded_path(image_value), inputs_summary(image_value, states_text, objects_text), line,
+                comparison_table_html(predictions, names, display_names),
+                gr.update(value=pictures, visible=bool(pictures)),
+                timings_markdown(answers, shared_seconds, str(state.backbone.device))]
 
     def on_inputs(image_value, states_text, objects_text):
         """Show which photo and words a comparison will use."""
         return uploaded_path(image_value), inputs_summary(image_value, states_text, objects_text)
 
     inputs = [shared.image, shared.states, shared.objects, shared.world, shared.pairs, use_checkpoints]
-    outputs = [preview, words, summary, *columns]
+    outputs = [preview, words, headline, table, gallery, timings]
     run.click(on_compare, inputs=inputs, outputs=outputs, preprocess=False, concurrency_limit=concurrency_limit,
               concurrency_id="predict", api_name="compare")
     for what, component in (("photo", shared.image), ("states", shared.states), ("objects", shared.objects)):

@@ -53,6 +53,17 @@ APP_CSS = """
   border-radius: 6px; font-weight: 600; margin: 0; }
 .czsl-details ol { margin: 0 0 8px 0; padding-left: 1.6em; }
 .czsl-parts p { font-weight: 600; margin: 6px 0 2px 0; }
+.czsl-compare-wrap { overflow-x: auto; max-width: 100%; }
+.czsl-compare { border-collapse: collapse; width: 100%; font-size: 0.95rem; }
+.czsl-compare caption { caption-side: bottom; text-align: left; color: #374151; font-size: 0.85rem; padding-top: 6px; }
+.czsl-compare th, .czsl-compare td { border-bottom: 1px solid #d1d5db; padding: 5px 8px; text-align: center; }
+.czsl-compare th[scope="row"] { text-align: left; font-weight: 600; }
+.czsl-compare td.czsl-top { font-weight: 700; background: #eef2ff; }
+.czsl-compare td.czsl-absent { color: #4b5563; }
+.czsl-change { font-size: 0.8rem; font-weight: 700; border-radius: 4px; padding: 0 4px; }
+.czsl-up { color: #064e3b; background: #d1fae5; }
+.czsl-down { color: #7c2d12; background: #ffedd5; }
+.czsl-new { color: #1e3a8a; background: #dbeafe; }
 footer, footer a, footer button { color: #374151 !important; }
 @media (max-width: 640px) {
   /* On a phone: photo, buttons, then the answer, then the settings (columns would put it below them all). */
