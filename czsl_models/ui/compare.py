@@ -4,6 +4,7 @@ researchers in a closed panel."""
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import time
 from dataclasses import dataclass
@@ -111,7 +112,8 @@ def thumbnails(answers: list[ModelAnswer], photo, random_backbone: bool) -> list
     """Each model's first explanation picture, small, captioned (and stamped when it means nothing)."""
     items = []
     for answer in answers:
-        visuals = build_visuals(answer.prediction, photo)
+        shown = dataclasses.replace(answer.prediction, ranking=answer.prediction.ranking[:COMPARE_TOP_K])
+        visuals = build_visuals(shown, photo)
         if not visuals:
             continue
         honesty = Honesty(random_backbone, answer.prediction.trained, answer.name != "clip")
@@ -158,7 +160,7 @@ def build_compare_tab(state: AppState, shared: Any, concurrency_limit: int) -> C
         with gr.Column(scale=8, min_width=300):
             headline = gr.Markdown("", elem_id="compare-headline")
             table = gr.HTML("", elem_id="compare-table")
-            gallery = gr.Gallery(label="Each model's explanation (click to enlarge)", columns=4, height="auto",
+            gallery = gr.Gallery(label="Each model's explanation (click to enlarge)", columns=4, height=300,
                                  object_fit="contain", elem_id="compare-thumbnails", visible=False)
             with gr.Accordion("Timings (for researchers)", open=False, elem_id="compare-timings-box"):
                 timings = gr.Markdown("", elem_id="compare-timings")

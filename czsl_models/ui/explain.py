@@ -61,8 +61,11 @@ def watermark(visual: Visual, text: str) -> Visual:
     image = visual.image.convert("RGBA")
     layer = Image.new("RGBA", image.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(layer)
-    font = _font(max(14, min(image.width // 14, 40)))
     words = text.upper()
+    size = 40
+    while size > 10 and draw.textlength(words, font=_font(size)) > 0.9 * image.width:
+        size -= 2
+    font = _font(size)
     width = draw.textlength(words, font=font)
     step = max(60, image.height // 3)
     for top in range(step // 3, image.height, step):
@@ -161,7 +164,7 @@ def as_grid(values: Any) -> np.ndarray | None:
     return None
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=32)
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     """Matplotlib's DejaVu Sans, so photo panels and charts share one typeface."""
     try:
