@@ -74,3 +74,18 @@ def test_the_comparison_marks_rank_changes_against_clip_and_says_who_disagrees()
     assert comparison_headline(both, ["clip", "msci"], names) == \
         "MSCI and CLIP disagree on the top answer: CLIP says **wet dog**; MSCI: **dry dog**."
     assert comparison_headline({"clip": clip, "msci": clip}, ["clip", "msci"], names).startswith("All 2 models agree")
+
+
+def test_every_example_has_its_own_words_and_a_stated_licence():
+    from pathlib import Path
+
+    from czsl_models.ui.gallery import EXAMPLES_DIR, example_catalogue
+
+    catalogue = example_catalogue()
+    licences = (EXAMPLES_DIR / "LICENSES.md").read_text()
+    assert len(catalogue) >= 8 and Path(catalogue[0].path).stem == "chelsea"
+    for example in catalogue:
+        name = Path(example.path).name
+        assert f"`{name}`" in licences, f"{name} has no licence line"
+        assert example.states.count(",") >= 3 and example.objects.count(",") >= 2
+    assert len({(example.states, example.objects) for example in catalogue}) >= 7, "each photo brings its own words"

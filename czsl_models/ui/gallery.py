@@ -24,15 +24,15 @@ class Example:
 EXAMPLE_WORDS: dict[str, tuple[str, str, str]] = {
     "chelsea": ("sleeping, sitting, striped, wet, furry, angry", "cat, dog, tiger, rabbit", "cat"),
     "coffee": ("hot, cold, full, empty, spilled, frozen", "coffee, tea, soup, cup", "coffee"),
-    "sliced_apple": ("sliced, whole, rotten, peeled, ripe", "apple, bread, tomato, orange", "sliced apple"),
-    "rotten_banana": ("sliced, whole, rotten, peeled, ripe", "banana, apple, bread, tomato", "old banana"),
-    "rusty_can": ("rusty, shiny, new, broken, wet, painted", "can, bottle, bike, car", "rusty can"),
-    "wet_dog": ("wet, dry, sleeping, running, furry", "dog, cat, horse, person", "wet dog"),
-    "motorcycle": ("parked, moving, shiny, rusty, broken, new", "motorcycle, bike, car, horse", "motorcycle"),
+    "old_coins": ("old, new, shiny, broken, stacked", "coin, button, cookie, medal", "old coins"),
+    "blurry_clock": ("blurry, sharp, broken, old, new", "clock, plate, wheel, ball", "blurry clock"),
+    "black_horse": ("black, white, brown, running, standing, sleeping", "horse, dog, cow, car", "black horse"),
+    "striped_triangle": ("striped, dotted, red, blue, small, large", "triangle, square, circle, star",
+                         "striped triangle"),
+    "dotted_square": ("striped, dotted, red, blue, small, large", "triangle, square, circle, star",
+                      "dotted square"),
     "astronaut": ("smiling, sleeping, young, old, wet, standing", "astronaut, person, pilot, doll", "astronaut"),
     "rocket": ("launching, standing, new, rusty, broken, old", "rocket, tower, car, bottle", "rocket"),
-    "striped_triangle": ("red, green, blue, yellow, striped, dotted, small, large", "circle, square, triangle, star",
-                         "shapes"),
 }
 
 
