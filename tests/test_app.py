@@ -140,6 +140,10 @@ def test_menus_presets_and_visibility(client):
     # The model group is a layout block: the client returns only the file box's update.
     assert client.predict("A saved scores file (.npz)", api_name="/evaluate_source_changed")["visible"] is True
     assert client.predict("refiner", api_name="/evaluate_model_changed")[0]["value"] == ""
+    # SVIP must read the photos at every step: "Fast" is not offered, and the reason and a time estimate are.
+    svip_preset = client.predict("svip", api_name="/train_model_changed")
+    assert svip_preset["interactive"] is False and svip_preset["value"] == "paper" and "minutes" in svip_preset["info"]
+    assert client.predict("msci", api_name="/train_model_changed")["interactive"] is True
     progress = client.predict(api_name="/refresh_train_status")[0]
     assert "No training has run yet" in progress or "<progress" in progress
 
@@ -239,7 +243,8 @@ def test_stopped_training_keeps_its_checkpoint_and_never_blocks_predictions(clie
     assert not training_ended(client.predict(api_name="/train_status")), "the prediction ran during training"
     client.predict(api_name="/train_stop")
     outputs = wait_for_training(client, training_ended)
-    assert "Stopped" in outputs[0] and "best checkpoint so far is kept" in outputs[0]
+    assert "Stopped" in outputs[0] and "best model so far is saved" in outputs[0]
+    assert "--" not in outputs[0] and "--" not in outputs[3], "no command-line flags in the app"
     folders = sorted((app_server[3] / "weights").glob("refiner-*"))
     assert folders and (folders[-1] / "model.safetensors").is_file()
     assert predict(client, EXAMPLES[0], "refiner", checkpoint=str(folders[-1]))["details"]["trained"] is True
@@ -258,7 +263,9 @@ def test_evaluate_a_checkpoint_on_a_dataset(client, app_server):
     folders = sorted((app_server[3] / "weights").glob("msci-*"))
     summary, curve, table = client.predict("A model on a dataset", "msci", str(folders[-1]), SOURCE_SYNTHETIC, None, "",
                                            "test", False, None, api_name="/evaluate")
-    assert "synthetic:shapes" in summary
+    assert "synthetic:shapes" in summary and "untrained CLIP baseline" in summary
+    # Opening the tab offers the newest checkpoint (one trained a minute ago) and chooses it.
+    assert client.predict("msci", api_name="/refresh_evaluate_menus")["value"] == str(folders[-1])
     assert Image.open(curve).size[0] > 300
     assert [row[0] for row in table["data"]][:4] == ["Best seen accuracy", "Best unseen accuracy",
                                                       "Best harmonic mean (HM)", "Area under the curve (AUC)"]

@@ -54,6 +54,16 @@ def save_screenshot(page, target: Path) -> Path:
     return target
 
 
+def open_tab(page, name: str) -> None:
+    """Click a tab, through the "More tabs" menu when a narrow screen folds it away."""
+    tab = page.get_by_role("tab", name=name)
+    if tab.count() and tab.is_visible():
+        tab.click()
+        return
+    page.locator('button[aria-label="More tabs"]').click()
+    page.locator(".overflow-dropdown button", has_text=name).click()
+
+
 def answer_text(page) -> str:
     """The headline answer card's text."""
     return page.locator("#predict-answer").inner_text()
@@ -119,6 +129,11 @@ def test_on_a_phone_nothing_overflows_and_the_answer_comes_into_view(app_url, br
     page.wait_for_selector("#predict-answer .czsl-headline", timeout=60_000)
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 0, f"the page is {overflow} px wider than the phone"
+    for tab in ("Compare", "Train", "Evaluate", "About", "Predict"):
+        open_tab(page, tab)
+        page.wait_for_timeout(300)
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"the {tab} tab is {overflow} px wider than the phone"
     page.locator("#predict-button").click()
     page.wait_for_timeout(500)
     page.wait_for_function("() => !document.querySelector('.pending')", timeout=60_000)

@@ -57,9 +57,61 @@ The numbers follow the evaluation every paper in this field uses
 ([ExplainableML/czsl](https://github.com/ExplainableML/czsl)); the datasets are MIT-States, UT-Zappos
 and C-GQA, or your own photos in folders.
 
+## How to read the pictures
+
+- **The answer card.** "Best guess" is the combination the model ranks first; the word beside it says how
+  clearly it won (*sure*, *fairly sure*, or *unsure: a close call* when the runner-up is nearly as likely).
+  The bars under it show how likely the model finds each answer. On the demo model (random weights) there
+  are no numbers at all, only a "random — demo mode" stamp.
+- **Heat maps** (MSCI, Refiner). The photo is shown as the model sees it (the centre square), then the same
+  photo with colour where the model paid attention: the stronger and yellower the colour, the more
+  attention; where the photo shows through, it hardly looked. The key under the pictures runs from "less"
+  to "more attention". Attention shows where a model *looked*, not proof of *why* it answered.
+- **Bar charts.** Each bar is labelled with what it measures; the caption under each chart says how to
+  read it. In "How each score is made" (CLIP baseline) the longest bar is the best answer.
+- **Evidence boxes** (SVIP). Each copy of the photo has one outlined box, with the word written on it:
+  the part of the photo that matches that state or object best.
+- **Kept and replaced parts** (SVIP). Shaded squares are the parts the model set aside as unrelated to
+  any state or object.
+- **"Show anyway (not trained: not meaningful)".** A model that has not been trained answers like the
+  CLIP baseline, and its own pictures come from parts that have learned nothing: they are hidden until you
+  ask for them, and stamped.
+
+## Citing the papers
+
+```bibtex
+@inproceedings{wang2025msci,
+  title     = {{MSCI}: Addressing {CLIP}'s Inherent Limitations for Compositional Zero-Shot Learning},
+  author    = {Wang, Yue and Xu, Shuai and Zhu, Xuelin and Li, Yicong},
+  booktitle = {Proceedings of the Thirty-Fourth International Joint Conference on Artificial Intelligence (IJCAI)},
+  pages     = {2009--2017},
+  year      = {2025},
+  doi       = {10.24963/ijcai.2025/224}
+}
+
+@inproceedings{zhang2025refiner,
+  title     = {Refiner: Fine-grained Cross-modal Concepts Refinement for Compositional Zero-Shot Learning},
+  author    = {Zhang and others},
+  booktitle = {IEEE International Conference on Acoustics, Speech and Signal Processing (ICASSP)},
+  year      = {2025},
+  note      = {DBLP conf/icassp/ZhangJCM025; OpenReview DDyaBfA45f}
+}
+
+@inproceedings{chen2025svip,
+  title     = {{SVIP}: Semantically Contextualized Visual Patches for Zero-Shot Learning},
+  author    = {Chen, Zhi and Zhao, Zecheng and Guo, Jingcai and Li, Jingjing and Huang, Zi},
+  booktitle = {Proceedings of the IEEE/CVF International Conference on Computer Vision (ICCV)},
+  year      = {2025},
+  note      = {arXiv:2503.10252}
+}
+```
+
+Refiner's full author list is not given here: take it from its DBLP or IEEE entry.
+
 ## Photos
 
-The example photos come from scikit-image's sample data (public domain or CC0); see `examples/LICENSES.md`.
+The example photos come from scikit-image's sample data (public domain, CC0, or no known copyright
+restrictions), and the two shapes are drawn by this app; see `examples/LICENSES.md`.
 """
 
 

@@ -10,7 +10,7 @@ import gradio as gr
 
 from .about import build_about_tab
 from .compare import build_compare_tab
-from .evaluate import build_evaluate_tab
+from .evaluate import build_evaluate_tab, refresh_checkpoints
 from .gallery import EXAMPLES_DIR, example_catalogue, examples_for_paths
 from .predict import build_predict_tab, refresh_choices
 from .state import AppState, load_app_backbone
@@ -52,8 +52,8 @@ def build_app(state: AppState, examples: list[str] | None = None) -> gr.Blocks:
                 compare = build_compare_tab(state, predict, concurrency)
             with gr.Tab("Train", id="train") as train_tab:
                 train = build_train_tab(state)
-            with gr.Tab("Evaluate", id="evaluate"):
-                build_evaluate_tab(state)
+            with gr.Tab("Evaluate", id="evaluate") as evaluate_tab:
+                evaluate_model, evaluate_checkpoint = build_evaluate_tab(state)
             with gr.Tab("About", id="about"):
                 build_about_tab()
         gr.Markdown(f"<small>Backbone: `{state.backbone_spec}` on {state.backbone.device}.</small>")
@@ -72,6 +72,8 @@ def build_app(state: AppState, examples: list[str] | None = None) -> gr.Blocks:
                   api_visibility="undocumented", concurrency_limit=concurrency, concurrency_id="predict")
         predict_tab.select(on_predict_tab, inputs=[predict.model, predict.checkpoint],
                            outputs=[predict.checkpoint, predict.preset], api_name="refresh_predict_menus")
+        evaluate_tab.select(lambda name: refresh_checkpoints(state, name), inputs=[evaluate_model],
+                            outputs=[evaluate_checkpoint], api_name="refresh_evaluate_menus")
         train_tab.select(train.status, outputs=train.status_outputs, api_name="refresh_train_status")
     demo.queue(max_size=256, default_concurrency_limit=concurrency)
     return demo

@@ -36,8 +36,9 @@ def best_hm_index(seen: np.ndarray, unseen: np.ndarray) -> int:
     return int(np.argmax(harmonic))
 
 
-def curve_image(metrics: dict[str, Any], title: str) -> Image.Image:
-    """Seen accuracy against unseen accuracy over the calibration biases, AUC shaded, best HM marked."""
+def curve_image(metrics: dict[str, Any], title: str, baseline: dict[str, Any] | None = None) -> Image.Image:
+    """Seen accuracy against unseen accuracy as the model is nudged toward new combinations, the area under
+    the curve shaded, the best balance marked, and the CLIP baseline's curve (when given) for comparison."""
     seen = 100 * np.asarray(metrics["seen_curve"], dtype=np.float64)
     unseen = 100 * np.asarray(metrics["unseen_curve"], dtype=np.float64)
     order = np.argsort(unseen, kind="stable")
@@ -45,12 +46,20 @@ def curve_image(metrics: dict[str, Any], title: str) -> Image.Image:
     with RENDER_LOCK:
         figure = Figure(figsize=(6.0, 5.2), dpi=100)
         axis = figure.add_subplot(1, 1, 1)
-        axis.fill_between(unseen[order], seen[order], color="#4c72b0", alpha=0.18,
-                          label=f"AUC = {100 * float(metrics['AUC']):.2f}")
-        axis.plot(unseen[order], seen[order], color="#4c72b0", marker="o", markersize=3, linewidth=1.8,
-                  label="each calibration bias")
-        axis.scatter([unseen[best]], [seen[best]], s=120, color="#dd8452", zorder=5, edgecolor="black",
-                     label=f"best HM = {100 * float(metrics['best_hm']):.2f} (seen {seen[best]:.1f}%, "
+        axis.fill_between(unseen[order], seen[order], color="#0072B2", alpha=0.18,
+                          label=f"area under the curve (AUC): {100 * float(metrics['AUC']):.2f} (100 = perfect)")
+        axis.plot(unseen[order], seen[order], color="#0072B2", marker="o", markersize=3, linewidth=1.8,
+                  label="this model, nudged more and more toward new combinations")
+        if baseline is not None:
+            base_seen = 100 * np.asarray(baseline["seen_curve"], dtype=np.float64)
+            base_unseen = 100 * np.asarray(baseline["unseen_curve"], dtype=np.float64)
+            base_order = np.argsort(base_unseen, kind="stable")
+            axis.plot(base_unseen[base_order], base_seen[base_order], color="#4b5563", linestyle="--", linewidth=1.6,
+                      label=f"CLIP baseline, untrained (AUC {100 * float(baseline['AUC']):.2f})")
+            seen = np.concatenate([seen, base_seen])
+            unseen = np.concatenate([unseen, base_unseen])
+        axis.scatter([unseen[best]], [seen[best]], s=120, color="#E69F00", zorder=5, edgecolor="black",
+                     label=f"best balance (HM): {100 * float(metrics['best_hm']):.2f}% (seen {seen[best]:.1f}%, "
                            f"unseen {unseen[best]:.1f}%)")
         axis.set_xlabel("Unseen accuracy (%): new combinations")
         axis.set_ylabel("Seen accuracy (%): combinations seen in training")
@@ -76,7 +85,7 @@ def metrics_summary(metrics: dict[str, Any], where: str) -> str:
     return (f"On {where}, the model is right on **{100 * float(metrics['best_seen']):.1f}%** of photos of combinations "
             f"it saw in training at best, and on **{100 * float(metrics['best_unseen']):.1f}%** of photos of new "
             f"combinations at best. The curve shows the trade-off between the two as the model is nudged toward "
-            f"new combinations; the orange dot is the best balance (HM).")
+            f"new combinations; the round marker is the best balance (HM).")
 
 
 def metrics_from_scores_file(path: str) -> dict[str, Any]:
@@ -116,8 +125,14 @@ def metrics_of_model(state: AppState, model_name: str, checkpoint: str | None, s
     return {**metrics.to_dict(), "feasibility_threshold": threshold}, dataset.name
 
 
-def build_evaluate_tab(state: AppState) -> None:
-    """Lay out the Evaluate tab and wire its events."""
+def refresh_checkpoints(state: AppState, model_name: str | None) -> Any:
+    """The checkpoint menu of a model, newest first and chosen (e.g. one trained a minute ago)."""
+    name = model_name or "clip"
+    return gr.update(choices=state.checkpoint_choices(name), value=state.newest_checkpoint(name))
+
+
+def build_evaluate_tab(state: AppState) -> tuple[Any, Any]:
+    """Lay out the Evaluate tab and wire its events; returns its (model, checkpoint) menus to refresh on opening."""
     names = state.model_names()
     default_model = state.default_model_name()
     gr.Markdown("How good is a model? It is shown photos whose answer is known, some of combinations it saw in "
@@ -131,7 +146,7 @@ def build_evaluate_tab(state: AppState) -> None:
                 summary = gr.Markdown(model_summary(state, default_model))
                 checkpoint = gr.Dropdown(state.checkpoint_choices(default_model),
                                          value=state.newest_checkpoint(default_model), label="Trained weights",
-                                         allow_custom_value=True)
+                                         allow_custom_value=True, elem_id="evaluate-checkpoint")
                 picker = build_dataset_picker("evaluate")
                 phase = gr.Radio(PHASES, value="test", label="Which photos")
                 open_world = gr.Checkbox(False, label="Consider every state with every object (open world)")
@@ -148,7 +163,8 @@ def build_evaluate_tab(state: AppState) -> None:
             summary_text = gr.Markdown("")
             curve = gr.Image(label="Seen vs unseen accuracy", show_label=False, interactive=False, format="png",
                              elem_id="evaluate-curve")
-            table = gr.Dataframe(label="Metrics", interactive=False, elem_id="evaluate-table")
+            with gr.Column(visible=False) as table_box:  # no empty table before the first evaluation
+                table = gr.Dataframe(label="Metrics", interactive=False, elem_id="evaluate-table")
 
     @friendly_errors
     def on_evaluate(source_value, model_name, checkpoint_value, dataset_source, upload, server_path, phase_value,
@@ -170,14 +186,28 @@ def build_evaluate_tab(state: AppState) -> None:
             threshold = metrics["feasibility_threshold"]
             if threshold is not None:
                 world += f", leaving out implausible new combinations: feasibility below {threshold:.3f}"
-                short_world += f", feasibility ≥ {threshold:.3f}"
+                short_world += ", implausible combinations left out"
             where = f"the {phase_name} photos of {dataset_name} ({world})"
             title = f"{state.display_name(model_name)} on {dataset_name}, {phase_name} ({short_world})"
-        return metrics_summary(metrics, where), curve_image(metrics, title), metrics_table(metrics)
+            baseline = None
+            if model_name != "clip":
+                # The untrained CLIP baseline on the same photos: what training has to beat.
+                try:
+                    baseline, _ = metrics_of_model(state, "clip", "", spec, phase_value or "test",
+                                                   bool(open_world_value), bool(feasible_value))
+                except (InputError, ValueError):  # e.g. no feasibility without seen pairs: draw the model alone
+                    baseline = None
+            summary_value = metrics_summary(metrics, where)
+            if baseline is not None:
+                summary_value += (f" The dashed grey line is the untrained CLIP baseline on the same photos (area under "
+                                  f"its curve: {100 * float(baseline['AUC']):.2f}, against "
+                                  f"{100 * float(metrics['AUC']):.2f} here).")
+            return summary_value, curve_image(metrics, title, baseline), metrics_table(metrics), gr.update(visible=True)
+        return metrics_summary(metrics, where), curve_image(metrics, title), metrics_table(metrics), gr.update(visible=True)
 
     run.click(on_evaluate, inputs=[source, model, checkpoint, *picker.inputs, phase, open_world, scores_file,
                                    feasible_only],
-              outputs=[summary_text, curve, table], api_name="evaluate", concurrency_id="evaluate",
+              outputs=[summary_text, curve, table, table_box], api_name="evaluate", concurrency_id="evaluate",
               concurrency_limit=1)
     open_world.change(lambda value: gr.update(visible=bool(value)), inputs=[open_world], outputs=[feasible_only],
                       api_name="evaluate_world_changed")
@@ -194,3 +224,4 @@ def build_evaluate_tab(state: AppState) -> None:
                 model_summary(state, model_name))
 
     model.change(on_model_change, inputs=[model], outputs=[checkpoint, summary], api_name="evaluate_model_changed")
+    return model, checkpoint

@@ -150,7 +150,7 @@ def preset_vocabulary(state: AppState, preset: str, checkpoint: str | None) -> t
         config = checkpoint_config(checkpoint) or {}
         states, objects = config.get("train_states") or [], config.get("train_objects") or []
         if not states or not objects:
-            raise gr.Error("The chosen checkpoint does not list the words it was trained on.", print_exception=False)
+            raise gr.Error("The chosen trained weights do not list the words they were trained on.", print_exception=False)
         return ", ".join(states), ", ".join(objects), WORLD_OPEN, ""
     raise gr.Error(f"Unknown preset {preset!r}.", print_exception=False)
 

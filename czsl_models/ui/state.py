@@ -131,7 +131,7 @@ class AppState:
     def checkpoint_choices(self, name: str) -> list[tuple[str, str]]:
         """(label, value) pairs for the checkpoint menu: the untrained start, the host's Hub checkpoints
         (readable name and headline metrics), then local folders of this model on this backbone, newest first."""
-        choices = [("None: untrained start (ranks like the CLIP baseline)", UNTRAINED)]
+        choices = [("None: not trained yet (answers like the CLIP baseline)", UNTRAINED)]
         if name == "clip":
             return [("None needed: the CLIP baseline learns nothing", UNTRAINED)]
         choices += [(checkpoint.label, str(checkpoint.path)) for checkpoint in self.hosted_checkpoints(name)]

@@ -26,6 +26,10 @@ MAX_PLOTTED_STEPS = 1500
 MAX_MESSAGES = 12
 PRESET_CHOICES = [("Fast: learns from the photos' features, computed once", "fast"),
                   ("As in the papers: image augmentation (and MSCI's adapters); much slower", "paper")]
+# Rough times on the built-in shapes (3 epochs, tiny backbone, laptop CPU), said before a run starts; the
+# progress bar gives the measured time left once it runs. SVIP reads the pixels at every step.
+TIME_ESTIMATES = {"msci": "about a minute", "refiner": "about a minute", "svip": "about 10 minutes"}
+PIXEL_MESSAGE_PREFIX = "Stopped at step"  # the trainer's own stop line (it names a command-line flag)
 EPOCH_HEADERS = ["Epoch", "Training loss", "Seen %", "Unseen %", "HM %", "AUC %", "Kept"]
 
 
@@ -226,19 +230,48 @@ def _end_status(run: TrainingRun) -> str:
     checkpoint = getattr(result, "checkpoint_dir", None)
     if getattr(result, "stopped", False):
         if checkpoint is None:
-            return "Stopped before the first epoch ended, so there is no checkpoint yet."
-        return (f"Stopped. The best checkpoint so far is kept in {checkpoint}; choose it in the Predict tab "
-                f"under 'Trained weights'.")
+            return ("Stopped before the first epoch ended. A model is saved at the end of each epoch, so nothing "
+                    "was saved this time.")
+        return (f"Stopped. The best model so far is saved in {Path(checkpoint).name}; choose it in the Predict "
+                f"tab under 'Trained weights'.")
     if checkpoint is None:
-        return "Finished, but no checkpoint was written (see the messages)."
-    return f"Finished. The checkpoint is in {checkpoint}; choose it in the Predict tab under 'Trained weights'."
+        return "Finished, but no model was saved (see the messages)."
+    return (f"Finished. The trained model is saved as {Path(checkpoint).name}; choose it in the Predict tab under "
+            f"'Trained weights'.")
 
 
 def messages_markdown(run: TrainingRun | None) -> str:
     """The trainer's latest status lines."""
     if run is None or not run.messages:
         return ""
-    return "\n".join(f"- {html.escape(line)}" for line in run.messages[-5:])
+    # The trainer's stop line is written for the command line; the status above says the same in the app's words.
+    lines = [line for line in run.messages if not line.startswith(PIXEL_MESSAGE_PREFIX)]
+    return "\n".join(f"- {html.escape(line)}" for line in lines[-5:])
+
+
+def preset_update(model_name: str | None) -> Any:
+    """The 'How to train' choice for a model: 'Fast' is not offered to a model that must read pixels."""
+    estimate = TIME_ESTIMATES.get(model_name or "", "")
+    if model_name and not model_can_use_fast(model_name):
+        return gr.update(value="paper", interactive=False,
+                         info=f"{display(model_name)} reads the photos themselves at every step (its patch choice "
+                              f"needs them), so 'Fast' is not available; {estimate} on the built-in shapes.")
+    return gr.update(interactive=True, info=f"On the built-in shapes, 'Fast' takes {estimate}." if estimate else None)
+
+
+def model_can_use_fast(model_name: str) -> bool:
+    """Whether a model trains from cached photo features (the 'Fast' preset)."""
+    from ..registry import model_class
+
+    return not getattr(model_class(model_name), "needs_pixels_for_training", False)
+
+
+def display(model_name: str) -> str:
+    """A model's human name."""
+    from ..registry import model_class
+
+    cls = model_class(model_name)
+    return cls.display_name or model_name
 
 
 def publishable_checkpoints(state: AppState) -> list[tuple[str, str]]:
@@ -260,8 +293,7 @@ def build_train_tab(state: AppState) -> TrainTab:
     manager = TrainingManager(state)
     state.training = manager
     gr.Markdown("Teach a model from labelled photos. New here? Keep the built-in coloured shapes and press "
-                "**Start training**: it takes about a minute on a laptop with a small backbone. The finished "
-                "model appears in the Predict tab under *Trained weights*.")
+                "**Start training**. The trained model appears in the Predict tab under *Trained weights*.")
     with gr.Row(equal_height=False):
         with gr.Column(scale=4, min_width=300):
             picker = build_dataset_picker("train")
@@ -269,7 +301,9 @@ def build_train_tab(state: AppState) -> TrainTab:
             model = gr.Dropdown([(state.display_name(name), name) for name in trainable],
                                 value=trainable[0] if trainable else None, label="Model to train",
                                 elem_id="train-model")
-            preset = gr.Radio(PRESET_CHOICES, value="fast", label="How to train")
+            preset = gr.Radio(PRESET_CHOICES, value="fast", label="How to train", elem_id="train-preset",
+                              info=f"On the built-in shapes, 'Fast' takes {TIME_ESTIMATES.get(trainable[0], 'a while')}."
+                              if trainable else None)
             epochs = gr.Slider(1, 100, value=3, step=1, label="Epochs (passes over the training photos)")
             learning_rate = gr.Number(0.001, label="Learning rate", minimum=0,
                                       info="How big each learning step is. The papers use 0.0001 on real datasets; "
@@ -280,14 +314,15 @@ def build_train_tab(state: AppState) -> TrainTab:
         with gr.Column(scale=7):
             progress = gr.HTML(progress_html(None), elem_id="train-progress-box")
             loss_plot = gr.LinePlot(loss_frame(None), x="step", y="loss", title="Training loss (lower is better)",
+                                    x_title="training step", y_title="loss", x_axis_format="d",
                                     height=260, elem_id="train-loss")
             table = gr.Dataframe(epoch_table(None), label="After each epoch, on the validation photos",
                                  interactive=False, elem_id="train-epochs")
             gr.Markdown("*Seen*: accuracy on combinations seen in training; *Unseen*: on new combinations; "
                         "*HM*: the best balance of the two; *AUC*: a summary of every trade-off (see About).")
             messages = gr.Markdown("")
-            with gr.Accordion("Publish a checkpoint to the Hugging Face Hub", open=False):
-                publish_checkpoint = gr.Dropdown(publishable_checkpoints(state), label="Checkpoint",
+            with gr.Accordion("Share a trained model on the Hugging Face Hub", open=False):
+                publish_checkpoint = gr.Dropdown(publishable_checkpoints(state), label="Trained model",
                                                  allow_custom_value=False)
                 repo_id = gr.Textbox(label="Repository (owner/name)", placeholder="your-name/msci-shapes")
                 token = gr.Textbox(label="Hugging Face token (write access; used once, never stored)", type="password")
@@ -325,6 +360,7 @@ def build_train_tab(state: AppState) -> TrainTab:
                       clamp_int(epochs_value, 1, 100, 3), learning_rate_value)
         return status()
 
+    model.change(preset_update, inputs=[model], outputs=[preset], api_name="train_model_changed")
     start.click(on_start, inputs=[*picker.inputs, model, preset, epochs, learning_rate], outputs=status_outputs,
                 api_name="train_start", concurrency_id="train_control", concurrency_limit=1)
 
@@ -343,7 +379,7 @@ def build_train_tab(state: AppState) -> TrainTab:
         from ..hub.publish import PublishError, push_checkpoint
 
         if not checkpoint_value:
-            raise InputError("Choose a checkpoint to publish.")
+            raise InputError("Choose a trained model to share.")
         if not (repo_value or "").strip():
             raise InputError("Type the repository as owner/name.")
         try:
