@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing the pack
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
 VIEWPORTS = {"screenshot.png": {"width": 1280, "height": 900}, "screenshot-phone.png": {"width": 390, "height": 844}}
-PHONE_HEIGHT_LIMIT = 2400  # the phone shot stops below the answer: the full page is many screens long
+HEIGHT_LIMIT = {"screenshot.png": 1000, "screenshot-phone.png": 2000}  # stop below the answer: the page is long
 
 
 def default_chromium() -> str:
@@ -60,12 +60,9 @@ def shoot(url: str, out: Path, chromium: str) -> list[Path]:
                 page.wait_for_selector("#predict-answer .czsl-headline", timeout=120_000)
                 page.wait_for_timeout(800)  # let the images finish painting
                 raw = out / (name + ".raw.png")
-                if viewport["width"] < 600:
-                    height = min(PHONE_HEIGHT_LIMIT, page.evaluate("document.documentElement.scrollHeight"))
-                    page.screenshot(path=str(raw), clip={"x": 0, "y": 0, "width": viewport["width"], "height": height},
-                                    full_page=True)
-                else:
-                    page.screenshot(path=str(raw), full_page=True)
+                height = min(HEIGHT_LIMIT[name], page.evaluate("document.documentElement.scrollHeight"))
+                page.screenshot(path=str(raw), clip={"x": 0, "y": 0, "width": viewport["width"], "height": height},
+                                full_page=True)
                 written.append(save_palette_png(raw, out / name))
                 page.close()
         finally:

@@ -108,12 +108,12 @@ def test_the_page_opens_answered_honestly_and_follows_every_change(app_url, brow
 
     # An example brings its own words; "Compare these" runs Compare on the same photo and words.
     page.locator("#predict-examples").locator("tbody tr").nth(1).click()
-    page.wait_for_function("() => document.querySelector('#predict-states textarea').value.includes('spilled')",
+    page.wait_for_function("() => document.querySelector('#predict-states textarea').value.includes('stacked')",
                            timeout=30_000)
     page.locator("#predict-compare").click()
     page.wait_for_function("() => (document.querySelector('#compare-headline')?.innerText || '').includes('agree')",
                            timeout=60_000)
-    assert "coffee" in page.locator("#compare-words").inner_text()
+    assert "old_coins" in page.locator("#compare-words").inner_text()
     assert page.locator("#compare-table tbody tr").count() == 5
     assert not page.locator("#compare-timings").is_visible(), "timings wait in the closed researchers' panel"
     assert not errors, errors

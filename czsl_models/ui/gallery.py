@@ -23,12 +23,12 @@ class Example:
 # Word lists written for each photo: a few states it shows and a few it does not, and near-miss objects.
 EXAMPLE_WORDS: dict[str, tuple[str, str, str]] = {
     "chelsea": ("sleeping, sitting, striped, wet, furry, angry", "cat, dog, tiger, rabbit", "cat"),
-    "coffee": ("hot, cold, full, empty, spilled, frozen", "coffee, tea, soup, cup", "coffee"),
     "old_coins": ("old, new, shiny, broken, stacked", "coin, button, cookie, medal", "old coins"),
     "blurry_clock": ("blurry, sharp, broken, old, new", "clock, plate, wheel, ball", "blurry clock"),
     "black_horse": ("black, white, brown, running, standing, sleeping", "horse, dog, cow, car", "black horse"),
     "striped_triangle": ("striped, dotted, red, blue, small, large", "triangle, square, circle, star",
                          "striped triangle"),
+    "coffee": ("hot, cold, full, empty, spilled, frozen", "coffee, tea, soup, cup", "coffee"),
     "dotted_square": ("striped, dotted, red, blue, small, large", "triangle, square, circle, star",
                       "dotted square"),
     "astronaut": ("smiling, sleeping, young, old, wet, standing", "astronaut, person, pilot, doll", "astronaut"),

@@ -259,6 +259,11 @@ def build_predict_tab(state: AppState, examples: list[Example], concurrency_limi
     """Lay out the Predict tab and wire its events."""
     model_names = state.model_names()
     default_model = state.default_model_name()
+    # Made before the layout (the examples above them fill them in), placed under "What to look for".
+    states = gr.Textbox(DEFAULT_STATES, label="States (how things are)", lines=2, elem_id="predict-states",
+                        info="Separated by commas, e.g. sliced, rusty, wet", render=False)
+    objects = gr.Textbox(DEFAULT_OBJECTS, label="Objects (what things are)", lines=2, elem_id="predict-objects",
+                         info="Separated by commas, e.g. apple, bike, dog", render=False)
     with gr.Row(equal_height=False, elem_id="predict-row"):
         with gr.Column(scale=5, min_width=300, elem_id="predict-inputs"):
             image = gr.Image(type="filepath", image_mode=None, label="Your photo", height=300, elem_id="predict-image",
@@ -267,6 +272,10 @@ def build_predict_tab(state: AppState, examples: list[Example], concurrency_limi
                 run = gr.Button("Recognise", variant="primary", elem_id="predict-button", scale=2)
                 compare_button = gr.Button("Compare these with every model", variant="secondary",
                                            elem_id="predict-compare", scale=2)
+            example_set = gr.Examples(examples=[[example.path, example.states, example.objects] for example in examples],
+                                      inputs=[image, states, objects], label="Or click an example (each has its words)",
+                                      cache_examples=False, api_name="predict_load_example", elem_id="predict-examples",
+                                      examples_per_page=5)
             with gr.Accordion("Model", open=True, elem_id="predict-model-box"):
                 model = gr.Dropdown([(state.display_name(name), name) for name in model_names], value=default_model,
                                     label="Model", elem_id="predict-model")
@@ -279,17 +288,11 @@ def build_predict_tab(state: AppState, examples: list[Example], concurrency_limi
                 checkpoint_info = gr.Markdown("")
             with gr.Accordion("What to look for", open=True, elem_id="predict-words"):
                 preset = gr.Dropdown(preset_names(state), value=DEFAULT_PRESET, label="Ready-made word lists")
-                states = gr.Textbox(DEFAULT_STATES, label="States (how things are)", lines=2, elem_id="predict-states",
-                                    info="Separated by commas, e.g. sliced, rusty, wet")
-                objects = gr.Textbox(DEFAULT_OBJECTS, label="Objects (what things are)", lines=2,
-                                     elem_id="predict-objects", info="Separated by commas, e.g. apple, bike, dog")
+                states.render()
+                objects.render()
                 world = gr.Radio(WORLD_CHOICES, value=WORLD_OPEN, label="Which combinations to consider")
                 pairs = gr.Textbox("", label="Combinations to consider", lines=4, visible=False,
                                    info="One per line: a state, a space, an object, e.g. rusty bike")
-            example_set = gr.Examples(examples=[[example.path, example.states, example.objects] for example in examples],
-                                      inputs=[image, states, objects], label="Or click an example (each has its words)",
-                                      cache_examples=False, api_name="predict_load_example", elem_id="predict-examples",
-                                      examples_per_page=12)
             with gr.Accordion("More settings", open=False, elem_id="predict-more"):
                 top_k = gr.Slider(1, MAX_TOP_K, value=5, step=1, label="How many answers to show")
                 bias = gr.Slider(-BIAS_RANGE, BIAS_RANGE, value=0.0, step=0.5, visible=False,
