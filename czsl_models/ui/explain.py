@@ -340,7 +340,7 @@ def msci_weights_visual(prediction: Prediction, top: int = 3) -> Visual | None:
                                  loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=2, frameon=False)
     return Visual("Local details or the big picture?", image,
                   "For each top answer, and for its state and its object, the bar shows how much the model relied on "
-                  "small local details (green) versus the overall scene (orange).")
+                  "small local details (the left part of each bar) versus the overall scene (the right part).")
 
 
 def msci_attention_visual(prediction: Prediction, photo: Image.Image) -> Visual | None:
