@@ -75,10 +75,11 @@ def training_ended(outputs) -> bool:
 def test_every_event_has_an_api_name(app_server, client):
     demo = app_server[0]
     assert all(fn.api_name for fn in demo.fns.values())
-    named = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
-    expected = {"/predict", "/compare", "/train_start", "/train_stop", "/train_status", "/train_publish", "/evaluate",
-                "/predict_model_changed", "/predict_checkpoint_changed", "/predict_preset", "/refresh_predict_menus"}
-    assert expected <= named
+    # The tabs' events are callable by name but left out of the documented API (tests/test_api.py checks that).
+    undocumented = {fn.api_name for fn in demo.fns.values() if fn.api_visibility == "undocumented"}
+    expected = {"predict", "compare", "train_start", "train_stop", "train_status", "train_publish", "evaluate",
+                "predict_model_changed", "predict_checkpoint_changed", "predict_preset", "refresh_predict_menus"}
+    assert expected <= undocumented
 
 
 # ------------------------------------------------------------------ predict

@@ -9,6 +9,7 @@ from typing import Any
 import gradio as gr
 
 from .about import build_about_tab
+from .api import build_api, hide_ui_events
 from .compare import build_compare_tab
 from .evaluate import build_evaluate_tab, refresh_checkpoints
 from .gallery import EXAMPLES_DIR, example_catalogue, examples_for_paths
@@ -75,6 +76,8 @@ def build_app(state: AppState, examples: list[str] | None = None) -> gr.Blocks:
         evaluate_tab.select(lambda name: refresh_checkpoints(state, name), inputs=[evaluate_model],
                             outputs=[evaluate_checkpoint], api_name="refresh_evaluate_menus")
         train_tab.select(train.status, outputs=train.status_outputs, api_name="refresh_train_status")
+        # The documented API and MCP tools; everything above is the page's own plumbing, hidden in one place.
+        hide_ui_events(demo, build_api(state, concurrency))
     demo.queue(max_size=256, default_concurrency_limit=concurrency)
     return demo
 
