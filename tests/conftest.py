@@ -47,8 +47,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def served_app(root: Path):
-    """The app on the tiny backbone, served on 127.0.0.1, its folders under root: (demo, state, url)."""
+def served_app(root: Path, **launch_extra):
+    """The app on the tiny backbone, served on 127.0.0.1, its folders under root: (demo, state, url); launch_extra
+    goes to launch (e.g. mcp_server=True)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CZSL_WEIGHTS_DIR", str(root / "weights"))
         patch.setenv("CZSL_DATA_DIR", str(root / "datasets"))
@@ -57,7 +58,8 @@ def served_app(root: Path):
 
         demo, state = create_app("tiny")
         port = free_port()
-        demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options())
+        demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                    **launch_options(), **launch_extra)
         try:
             yield demo, state, f"http://127.0.0.1:{port}/"
         finally:
