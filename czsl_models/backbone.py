@@ -40,6 +40,33 @@ class BackboneError(RuntimeError):
     """A backbone could not be loaded; the message says why and what to do."""
 
 
+class UnsupportedBackboneError(BackboneError):
+    """The backbone loads, but its towers are not the OpenCLIP ViT + CLIP text tower the models are built on."""
+
+
+NEEDS_VIT = "not supported: the models need a ViT's patch tokens"
+USE_VIT = "Use an OpenCLIP ViT such as ViT-L-14-quickgelu:openai or ViT-B-16:openai."
+
+
+def unsupported_reason(model_cfg: dict) -> str | None:
+    """Why an OpenCLIP architecture config cannot back these models, or None when it can (read before building it,
+    so a ResNet or timm tower gets this message instead of an error from deep inside open_clip)."""
+    vision = model_cfg.get("vision_cfg", {})
+    text = model_cfg.get("text_cfg", {})
+    if vision.get("timm_model_name"):
+        return f"{NEEDS_VIT} (its image tower, {vision['timm_model_name']}, comes from timm). {USE_VIT}"
+    if isinstance(vision.get("layers"), (list, tuple)):
+        return f"{NEEDS_VIT} (its image tower is a ResNet). {USE_VIT}"
+    if text.get("hf_model_name") or text.get("hf_tokenizer_name"):
+        return ("not supported: its text tower or tokenizer comes from Hugging Face transformers; the models need "
+                "OpenCLIP's own CLIP text tower and tokenizer.")
+    if vision.get("attentional_pool") or vision.get("pool_type", "tok") != "tok" or vision.get("final_ln_after_pool"):
+        return "not supported: it pools its image tokens by average or attention; the models need CLS-token pooling."
+    if model_cfg.get("multimodal_cfg") or text.get("pool_type", "argmax") != "argmax":
+        return "not supported: the models need a CLIP text tower pooled at the end-of-text token."
+    return None
+
+
 @dataclass(frozen=True)
 class BackboneSpec:
     """Where a backbone comes from: kind is 'pretrained', 'hf-hub', 'local', 'random' or 'tiny'."""
@@ -206,18 +233,25 @@ class Backbone:
 
     @staticmethod
     def _check_supported(clip_model: nn.Module, spec: BackboneSpec) -> None:
+        from open_clip.transformer import VisionTransformer
+
         visual = getattr(clip_model, "visual", None)
-        if not hasattr(clip_model, "token_embedding") or visual is None or not hasattr(visual, "conv1"):
-            raise BackboneError(
-                f"Backbone {spec} is not an OpenCLIP ViT with OpenCLIP's own text tower; "
-                "use a ViT CLIP such as ViT-L-14-quickgelu:openai or ViT-B-16:openai."
-            )
+        if not isinstance(visual, VisionTransformer):
+            tower = type(visual).__name__ if visual is not None else "none"
+            raise UnsupportedBackboneError(f"Backbone {spec} is {NEEDS_VIT} (its image tower is {tower}). {USE_VIT}")
+        if not hasattr(clip_model, "token_embedding"):
+            raise UnsupportedBackboneError(
+                f"Backbone {spec} is not supported: the models need OpenCLIP's own CLIP text tower.")
         if getattr(visual, "attn_pool", None) is not None or visual.pool_type != "tok" or visual.final_ln_after_pool:
-            raise BackboneError(f"Backbone {spec} pools its image tokens in a way these models do not support (need CLS-token pooling).")
+            raise UnsupportedBackboneError(
+                f"Backbone {spec} is not supported: it pools its image tokens by average or attention; the models "
+                "need CLS-token pooling.")
         if getattr(clip_model, "text_pool_type", "argmax") != "argmax":
-            raise BackboneError(f"Backbone {spec} pools text by {clip_model.text_pool_type!r}; these models need end-of-text pooling.")
+            raise UnsupportedBackboneError(
+                f"Backbone {spec} is not supported: it pools text by {clip_model.text_pool_type!r}; the models need "
+                "end-of-text pooling.")
         if not getattr(visual.transformer.resblocks[0].attn, "batch_first", True):
-            raise BackboneError(f"Backbone {spec} uses sequence-first attention, which is not supported.")
+            raise UnsupportedBackboneError(f"Backbone {spec} is not supported: it uses sequence-first attention.")
 
     # ------------------------------------------------------------------ images
     @property
@@ -452,11 +486,18 @@ def load_backbone_uncached(spec: str | BackboneSpec | None = None, device: torch
         config = open_clip.get_model_config(parsed.architecture)
         if config is None:
             raise BackboneError(f"Unknown OpenCLIP architecture {parsed.architecture!r}; see open_clip.list_models().")
+        reason = unsupported_reason(config)
+        if reason:
+            raise UnsupportedBackboneError(f"Backbone {parsed} is {reason}")
         model = _build_from_config(config, 0)
         size = config["vision_cfg"]["image_size"]
         return Backbone(model, _preprocess_for(size), _tokenizer_for(config.get("text_cfg", {}).get("context_length", 77)), parsed, device)
-    if parsed.kind == "pretrained" and parsed.architecture not in open_clip.list_models():
-        raise BackboneError(f"Unknown OpenCLIP architecture {parsed.architecture!r}; see open_clip.list_models().")
+    if parsed.kind == "pretrained":
+        if parsed.architecture not in open_clip.list_models():
+            raise BackboneError(f"Unknown OpenCLIP architecture {parsed.architecture!r}; see open_clip.list_models().")
+        reason = unsupported_reason(open_clip.get_model_config(parsed.architecture))
+        if reason:  # said before downloading weights that could not be used
+            raise UnsupportedBackboneError(f"Backbone {parsed} is {reason}")
     if parsed.kind == "local":
         config_path = Path(parsed.location) / "open_clip_config.json"
         if not config_path.is_file():

@@ -262,8 +262,9 @@ def test_publish_without_network_says_why(client, app_server):
 # ------------------------------------------------------------------ evaluate
 def test_evaluate_a_checkpoint_on_a_dataset(client, app_server):
     folders = sorted((app_server[3] / "weights").glob("msci-*"))
+    # Every value is passed: gradio_client fills in defaults only for the documented API, not the tabs' events.
     summary, curve, table = client.predict("A model on a dataset", "msci", str(folders[-1]), SOURCE_SYNTHETIC, None, "",
-                                           "test", False, None, api_name="/evaluate")
+                                           "test", False, None, False, api_name="/evaluate")
     assert "synthetic:shapes" in summary and "untrained CLIP baseline" in summary
     # Opening the tab offers the newest checkpoint (one trained a minute ago) and chooses it.
     assert client.predict("msci", api_name="/refresh_evaluate_menus")["value"] == str(folders[-1])
@@ -299,7 +300,7 @@ def test_evaluate_a_scores_file_matches_the_evaluator(client, tmp_path):
     _, object_ids = np.unique(pairs[:, 1], return_inverse=True)
     expected = evaluate_scores(scores, labels, state_ids, object_ids, seen)
     summary, curve, table = client.predict("A saved scores file (.npz)", "msci", "", SOURCE_SYNTHETIC, None, "", "test",
-                                           False, handle_file(str(path)), api_name="/evaluate")
+                                           False, handle_file(str(path)), False, api_name="/evaluate")
     values = {row[0]: row[1] for row in table["data"]}
     assert values["Best harmonic mean (HM)"] == pytest.approx(100 * expected.best_hm, abs=0.006)
     assert values["Area under the curve (AUC)"] == pytest.approx(100 * expected.AUC, abs=0.006)
@@ -308,7 +309,7 @@ def test_evaluate_a_scores_file_matches_the_evaluator(client, tmp_path):
         archive.writestr("scores.npy", b"not numpy")
     with pytest.raises(AppError, match="npz|array"):
         client.predict("A saved scores file (.npz)", "msci", "", SOURCE_SYNTHETIC, None, "", "test", False,
-                       handle_file(str(broken)), api_name="/evaluate")
+                       handle_file(str(broken)), False, api_name="/evaluate")
 
 
 # ------------------------------------------------------------------ ZeroGPU

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from ..backbone import TINY_BACKBONE, Backbone, BackboneError, get_backbone, parse_backbone_spec
+from ..backbone import (TINY_BACKBONE, Backbone, BackboneError, UnsupportedBackboneError, get_backbone,
+                        parse_backbone_spec)
 from ..models.base import CompositionModel
 from ..registry import (CheckpointError, list_local_checkpoints, list_models, load_model, model_class,
                         read_checkpoint_config, resolve_checkpoint, weights_dir)
@@ -61,9 +62,16 @@ def load_app_backbone(requested: str | None, device: str | None = None) -> tuple
         return get_backbone(spec, device), TINY_BANNER
     try:
         return get_backbone(spec, device), None
-    except BackboneError as error:
+    except Exception as error:  # any failure, even deep inside a third-party loader, must leave a working app
         LOGGER.warning("%s Falling back to the tiny backbone.", error)
-        return get_backbone(TINY_BACKBONE, device), FALLBACK_BANNER
+        if isinstance(error, UnsupportedBackboneError):
+            banner = f"{error} Running on a tiny random backbone instead: predictions are random."
+        elif isinstance(error, BackboneError):
+            banner = FALLBACK_BANNER
+        else:
+            banner = (f"Backbone {spec} could not be loaded ({type(error).__name__}: {error}). Running on a tiny "
+                      "random backbone instead: predictions are random.")
+    return get_backbone(TINY_BACKBONE, device), banner
 
 
 _APP_STATES: dict[str, "AppState"] = {}
