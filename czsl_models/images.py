@@ -33,12 +33,12 @@ def check_image_size(image: Image.Image, name: str = "The image") -> None:
         raise ImageError(f"{name} is empty.")
 
 
-def load_image(source: str | Path | bytes | Image.Image) -> Image.Image:
-    """An RGB PIL image from a path, bytes or an image, after the size check."""
+def load_image(source: str | Path | bytes | Image.Image, name: str | None = None) -> Image.Image:
+    """An RGB PIL image from a path, bytes or an image, after the size check; name is what messages call it."""
     if isinstance(source, Image.Image):
-        check_image_size(source)
+        check_image_size(source, name or "The image")
         return source.convert("RGB")
-    name = Path(source).name if isinstance(source, (str, Path)) else "The upload"
+    name = name or (Path(source).name if isinstance(source, (str, Path)) else "The upload")
     try:
         handle = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
     except OSError as error:
