@@ -194,3 +194,34 @@ def predict_sources(model: "CompositionModel", sources: Sequence[ImageSource], v
     summary.rows = writer.rows
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def write_predictions(model: "CompositionModel", paths: Iterable[str | Path], vocab: "Vocabulary",
+                      output: str | Path, checkpoint: str = "", batch_size: int = 16, top_k: int = 5,
+                      bias: float = 0.0, progress: bool | None = None) -> BatchSummary:
+    """Predict every photo under paths into output (.csv or .jsonl), one row per image and rank; paths that
+    hold nothing readable and photos that cannot be read become error rows and are listed in the summary."""
+    kind = output_kind(output)
+    sources, problems = find_images(paths)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with open(output, "w", newline="", encoding="utf-8") as handle:
+        writer = PredictionWriter(handle, kind, model.name, checkpoint, model.backbone.name)
+        for name, reason in problems:
+            writer.error(name, reason)
+        summary = predict_sources(model, sources, vocab, writer, batch_size=batch_size, top_k=top_k, bias=bias,
+                                  progress=progress)
+    summary.unreadable[:0] = problems
+    return summary
+
+
+def summary_lines(summary: BatchSummary, output: str | Path, shown: int = 20) -> list[str]:
+    """What a batch run prints when it ends: counts, speed, where the rows are, and the unreadable files."""
+    lines = [f"{summary.predicted} photos predicted in {summary.seconds:.1f} s ({summary.images_per_second:.2f} "
+             f"photos/s); {summary.rows} rows written to {output}."]
+    if summary.unreadable:
+        lines.append(f"{len(summary.unreadable)} could not be read (rows with an error in the output):")
+        lines += [f"  {name}: {reason}" for name, reason in summary.unreadable[:shown]]
+        if len(summary.unreadable) > shown:
+            lines.append(f"  ... and {len(summary.unreadable) - shown} more.")
+    return lines

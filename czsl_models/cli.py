@@ -1,4 +1,4 @@
-"""Command line: python -m czsl_models predict | models | metrics | train | evaluate | push."""
+"""Command line: python -m czsl_models predict | models | app | metrics | train | evaluate | push."""
 
 from __future__ import annotations
 
@@ -44,7 +44,8 @@ def print_error(message: str) -> int:
 
 def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `predict`."""
-    parser.add_argument("image", nargs="+", help="photo(s) to recognise")
+    parser.add_argument("image", nargs="+",
+                        help="photo(s) to recognise; with --output also folders (searched recursively) and zip files")
     parser.add_argument("--model", default=None,
                         help="clip, msci, refiner or svip (default: the checkpoint's model, else clip)")
     parser.add_argument("--states", default=DEFAULT_STATES, help="states, comma separated")
@@ -60,6 +61,11 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bias", type=float, default=0.0, help="calibration bias added to unseen pairs (needs seen pairs)")
     add_head_precision_argument(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--output", default=None,
+                        help="write one row per photo and rank to this .csv or .jsonl file instead of printing; photos "
+                             "that cannot be read become rows with an error and never stop the run")
+    parser.add_argument("--batch-size", type=int, default=16,
+                        help="photos per backbone pass (default 16); memory grows with it, not with the photo count")
 
 
 def add_head_precision_argument(parser: argparse.ArgumentParser) -> None:
@@ -85,14 +91,19 @@ def run_predict_command(args: argparse.Namespace) -> int:
         if not pairs_path.is_file():
             raise_user_error(f"pair file {args.pairs} does not exist")
         pairs = pairs_path.read_text()
-    images = [load_image(path) for path in args.image]
     if args.revision and not args.checkpoint:
         raise_user_error("--revision needs --checkpoint (a Hub repo id)")
+    if args.output is not None:
+        return run_batch_prediction(args, pairs)
+    for path in args.image:
+        if Path(path).is_dir() or Path(path).suffix.lower() == ".zip":
+            raise_user_error(f"{path} is a folder or zip: add --output preds.csv (or .jsonl) to predict all its photos")
+    images = [load_image(path) for path in args.image]
     model = load_model(args.model, checkpoint=args.checkpoint, backbone=args.backbone, revision=args.revision)
     model.head_precision = args.head_precision
     vocab = Vocabulary.build(args.states, args.objects, pairs=pairs,
                              seen_pairs=[tuple(p) for p in model.train_pairs] if model.train_pairs else None)
-    predictions = model.predict(images, vocab, top_k=args.top_k, bias=args.bias)
+    predictions = model.predict(images, vocab, top_k=args.top_k, bias=args.bias, batch_size=args.batch_size)
     if args.json:
         documents = [prediction.to_dict() for prediction in predictions]
         precision = model.head_precision_in_use()
@@ -104,6 +115,39 @@ def run_predict_command(args: argparse.Namespace) -> int:
         return 0
     for path, prediction in zip(args.image, predictions):
         print(_format_prediction(path, prediction, model.display_name))
+    return 0
+
+
+def run_batch_prediction(args: argparse.Namespace, pairs: str | None) -> int:
+    """predict --output: stream every photo under the given paths into a CSV or JSON lines file."""
+    from .batch import output_kind, summary_lines, write_predictions
+    from .registry import load_model
+    from .vocab import Vocabulary
+
+    try:
+        output_kind(args.output)
+    except ValueError as error:
+        raise_user_error(str(error))
+    if args.batch_size < 1:
+        raise_user_error("--batch-size must be at least 1")
+    model = load_model(args.model, checkpoint=args.checkpoint, backbone=args.backbone, revision=args.revision)
+    model.head_precision = args.head_precision
+    vocab = Vocabulary.build(args.states, args.objects, pairs=pairs,
+                             seen_pairs=[tuple(p) for p in model.train_pairs] if model.train_pairs else None)
+    checkpoint = f"{args.checkpoint}@{args.revision}" if args.checkpoint and args.revision else args.checkpoint or ""
+    summary = write_predictions(model, args.image, vocab, args.output, checkpoint=checkpoint,
+                                batch_size=args.batch_size, top_k=args.top_k, bias=args.bias)
+    for line in summary_lines(summary, args.output):
+        print(line, file=sys.stderr)
+    return 0 if summary.predicted else 2
+
+
+def run_app_command(app_args: Sequence[str]) -> int:
+    """Start the Gradio app (with its API and MCP server) and serve until interrupted; app_args are its own
+    options (czsl_models/ui/launch.py), so `app --help` lists them."""
+    from .ui.launch import main as launch_app
+
+    launch_app(list(app_args), prog="czsl-models app")
     return 0
 
 
@@ -160,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
         "predict": (add_predict_arguments, run_predict_command, "rank state-object compositions in photos"),
         "models": (add_models_arguments, run_models_command, "list models and local checkpoints"),
     }
+    # Listed for --help; main() hands `app ...` to the app's own parser before this one sees its options.
+    commands.add_parser("app", help="start the app (its API and MCP server too); app --help lists its options")
     for name, (add, run, help_text) in local.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)
         add(sub)
@@ -180,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; user errors print one line on stderr and exit with status 2."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["app"]:
+        return run_app_command(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)

@@ -113,3 +113,28 @@ def test_output_must_be_csv_or_jsonl():
     assert output_kind("out/preds.JSONL") == ".jsonl"
     with pytest.raises(ValueError, match=".csv or .jsonl"):
         output_kind("preds.xlsx")
+
+
+def test_cli_predict_writes_a_folder_to_csv_and_reports_bad_files(photo_folder, tmp_path, capsys):
+    from czsl_models.cli import main
+
+    output = tmp_path / "out" / "preds.csv"
+    assert main(["predict", str(photo_folder), str(tmp_path / "missing.jpg"), "--output", str(output),
+                 "--backbone", "tiny", "--model", "msci", "--states", STATES, "--objects", OBJECTS, "--top-k", "2",
+                 "--batch-size", "3"]) == 0
+    summary = capsys.readouterr().err
+    assert "4 photos predicted" in summary and "4 could not be read" in summary
+    assert "fake.png" in summary and "missing.jpg: no such file or folder" in summary
+    rows = list(csv.DictReader(output.open()))
+    assert len([row for row in rows if not row["error"]]) == 4 * 2 and len(rows) == 4 * 2 + 4
+    assert {row["backbone"] for row in rows} == {"tiny"} and {row["model"] for row in rows} == {"msci"}
+
+
+def test_cli_predict_needs_output_for_a_folder_and_a_known_format(photo_folder, tmp_path, capsys):
+    from czsl_models.cli import main
+
+    assert main(["predict", str(photo_folder), "--backbone", "tiny"]) == 2
+    assert "add --output preds.csv" in capsys.readouterr().err
+    assert main(["predict", str(photo_folder), "--backbone", "tiny", "--output", str(tmp_path / "p.txt")]) == 2
+    assert ".csv or .jsonl" in capsys.readouterr().err
+    assert not (tmp_path / "p.txt").exists()
