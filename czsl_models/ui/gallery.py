@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..presets import DEFAULT_OBJECTS, DEFAULT_STATES
+from ..resources import examples_dir
 
-EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES_DIR = examples_dir()  # the repository's examples/, or the installed package's copy
 
 
 @dataclass(frozen=True)
