@@ -10,7 +10,7 @@ import threading
 
 from ..backbone import DEFAULT_BACKBONE
 from ..cli import print_error, user_errors
-from .config import MIXED_PRECISION_CHOICES, PRESETS, TrainConfig
+from .config import MIXED_PRECISION_CHOICES, PRESETS, REPORT_TO_CHOICES, TrainConfig
 from .progress import TqdmCallback, TrainResult
 from .trainer import train
 
@@ -40,7 +40,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-cache", action="store_true",
                         help="fast preset without the feature cache: encode images every epoch (no disk used)")
     parser.add_argument("--mixed-precision", choices=MIXED_PRECISION_CHOICES, default="auto",
-                        help="auto: bf16/fp16 on CUDA, none on CPU")
+                        help="auto (default): what accelerate launch or accelerate config set, else bf16/fp16 on "
+                             "CUDA and none on CPU")
+    parser.add_argument("--report-to", choices=REPORT_TO_CHOICES, default="none",
+                        help="log losses and metrics to an experiment tracker (files in OUT/logs; default none)")
     parser.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
     parser.add_argument("--save-every", type=int, default=0, metavar="STEPS",
                         help="also save the resume state every STEPS steps (default: at epoch ends)")
@@ -55,7 +58,7 @@ def run_train_command(args: argparse.Namespace) -> int:
                          open_world=args.open_world, resume=args.resume, num_workers=args.num_workers,
                          cache_dir=args.cache_dir, cache_dtype=args.cache_dtype,
                          use_feature_cache=not args.no_cache, mixed_precision=args.mixed_precision,
-                         cpu=args.cpu, save_every_steps=args.save_every)
+                         cpu=args.cpu, save_every_steps=args.save_every, report_to=args.report_to)
     stop = threading.Event()
     previous = None
     if threading.current_thread() is threading.main_thread():

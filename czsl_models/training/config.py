@@ -11,6 +11,7 @@ from ..backbone import DEFAULT_BACKBONE
 PRESETS = ("fast", "paper")
 HEADLINE_METRICS = ("best_seen", "best_unseen", "best_hm", "AUC", "attr_acc", "obj_acc")
 MIXED_PRECISION_CHOICES = ("auto", "no", "fp16", "bf16")
+REPORT_TO_CHOICES = ("none", "tensorboard", "wandb")  # experiment trackers, through Accelerate
 
 
 class TrainError(ValueError):
@@ -42,7 +43,8 @@ class TrainConfig:
     cache_dir: str | None = None  # feature cache root; None: $CZSL_CACHE_DIR or ~/.cache/czsl_models/features
     cache_dtype: str = "float16"
     use_feature_cache: bool = True  # False: the fast preset reads pixels every epoch (no disk cache)
-    mixed_precision: str = "auto"  # "auto": bf16 (or fp16) on CUDA, none on CPU
+    mixed_precision: str = "auto"  # "auto": what accelerate launch / accelerate config set, else bf16 (or fp16) on CUDA
+    report_to: str = "none"  # an experiment tracker (REPORT_TO_CHOICES); logs go to <out>/logs
     cpu: bool = False
     save_every_steps: int = 0  # also save the resume state every N steps (0: at epoch ends only)
     test_at_end: bool = True  # evaluate the selected checkpoint on the test split at the end
@@ -139,7 +141,21 @@ def check_config(config: TrainConfig) -> None:
         raise TrainError(f"unknown optimizer {config.optimizer!r}; choose adam or adamw")
     if config.mixed_precision not in MIXED_PRECISION_CHOICES:
         raise TrainError(f"mixed precision must be one of {', '.join(MIXED_PRECISION_CHOICES)}")
+    check_tracker(config.report_to)
     if config.cache_dtype not in ("float16", "float32"):
         raise TrainError("cache dtype must be float16 or float32")
     if config.save_every_steps < 0:
         raise TrainError("save_every_steps must be >= 0")
+
+
+def check_tracker(report_to: str) -> None:
+    """Raise TrainError when an experiment tracker is unknown or its package is missing."""
+    if report_to not in REPORT_TO_CHOICES:
+        raise TrainError(f"--report-to must be one of {', '.join(REPORT_TO_CHOICES)}, not {report_to!r}")
+    if report_to == "none":
+        return
+    from accelerate.utils import is_tensorboard_available, is_wandb_available
+
+    available = is_tensorboard_available() if report_to == "tensorboard" else is_wandb_available()
+    if not available:
+        raise TrainError(f"--report-to {report_to} needs the {report_to} package: pip install {report_to}")

@@ -117,12 +117,32 @@ class _Run:
         if cpu and torch.cuda.is_available():
             # The shared backbone follows CZSL_DEVICE; keep it with the heads on the CPU.
             os.environ["CZSL_DEVICE"] = "cpu"
+        options: dict[str, Any] = {}
         precision = self.config.mixed_precision
-        if precision == "auto":
-            precision = "no" if cpu else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+        if precision != "auto":
+            options["mixed_precision"] = precision  # asked for on this run's command line
+        elif "ACCELERATE_MIXED_PRECISION" not in os.environ:
+            # Nobody asked (not this run, not accelerate launch, not accelerate config): bf16 (or fp16) on CUDA.
+            options["mixed_precision"] = "no" if cpu else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+        if self.config.report_to != "none":
+            options.update(log_with=self.config.report_to, project_dir=str(self.out / "logs"))
         # Some models leave parameters out of a forward (e.g. a branch unused by a batch): let DDP cope.
         handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)]
-        return Accelerator(cpu=cpu, mixed_precision=precision, kwargs_handlers=handlers)
+        return Accelerator(cpu=cpu, kwargs_handlers=handlers, **options)
+
+    def _start_tracking(self) -> None:
+        """Open the experiment tracker (main process) with the run's settings as hyperparameters."""
+        if self.config.report_to == "none":
+            return
+        settings = {key: value if isinstance(value, (int, float, str, bool)) else str(value)
+                    for key, value in self._resolved_config().items()}
+        settings["processes"] = self.accelerator.num_processes
+        self.accelerator.init_trackers("czsl-models", config=settings)
+
+    def _track(self, values: dict[str, Any], step: int) -> None:
+        """Log numbers to the experiment tracker, if any (Accelerate logs on the main process only)."""
+        if self.config.report_to != "none":
+            self.accelerator.log({key: float(value) for key, value in values.items() if value is not None}, step=step)
 
     def _message(self, text: str) -> None:
         if self.accelerator.is_main_process:
@@ -245,6 +265,10 @@ class _Run:
             self._message(f"Nothing to resume in {self.out}; starting a new run.")
 
         self.steps_per_epoch = math.ceil(len(self.train_samples) / self.recipe.batch_size)
+        self._start_tracking()
+        if accelerator.num_processes > 1:
+            self._message(f"Training on {accelerator.num_processes} processes ({accelerator.device.type}); each "
+                          f"step's {self.recipe.batch_size} images are split between them.")
         stopped = False
         if accelerator.is_main_process:
             notify(self.callback, "on_start", self.steps_per_epoch * self.recipe.epochs)
@@ -252,6 +276,8 @@ class _Run:
             stopped = self._epochs()
             if not stopped:
                 self._finish()
+        if config.report_to != "none":
+            accelerator.end_training()
         result = self._result(stopped)
         if accelerator.is_main_process:
             notify(self.callback, "on_end", result)
@@ -334,6 +360,7 @@ class _Run:
                 state.epoch_loss_count += 1
                 if accelerator.is_main_process:
                     notify(self.callback, "on_step", state.global_step, loss_value)
+                self._track({"train/loss": loss_value}, state.global_step)
                 if self._should_stop():
                     self._save_state()
                     self._message(f"Stopped at step {state.global_step}; the best checkpoint so far is kept. "
@@ -364,6 +391,9 @@ class _Run:
                 self._commit(metrics, phase="val")
             entry["best"] = best
         state.history.append(entry)
+        self._track({"train/epoch_loss": entry["train_loss"], "train/lr": entry["lr"],
+                     **{f"val/{key}": value for key, value in (entry.get("validation") or {}).items()}},
+                    state.global_step)
         state.epoch, state.batch = epoch + 1, 0
         state.epoch_loss_sum, state.epoch_loss_count = 0.0, 0
         self._save_state()
@@ -442,6 +472,8 @@ class _Run:
                 test = self._evaluate("test")
                 if test is not None:
                     self._commit(test, phase="test")
+                    self._track({f"test/{key}": test[key] for key in HEADLINE_METRICS if key in test},
+                                state.global_step)
                 self.model.load_state_dict(last)
         state.finished = True
         self._save_state()
