@@ -25,7 +25,7 @@ from ..vocab import Vocabulary
 from .prompts import PromptEncoder
 
 LOGIT_SCALE = 100.0
-PREDICT_BATCH_SIZE = 16  # images per backbone pass in predict(); bounds memory, the speed is flat beyond ~4 on CPU
+PREDICT_BATCH_SIZE = 16  # images per backbone pass in predict(): bounds memory; on CPU batches of 4-8 gain ~1.3x
 CHECKPOINT_FORMAT_VERSION = 1
 
 
