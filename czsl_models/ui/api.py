@@ -20,6 +20,7 @@ from .predict import BIAS_RANGE, MAX_TOP_K, run_model
 from .state import UNTRAINED, AppState
 
 DEFAULT_API_MODEL = "msci"
+COMPARE_TOP_K = 5  # compare_models returns each model's top 5 (the tab may rank more)
 
 
 def _world(pairs: str | None) -> str:
@@ -85,7 +86,7 @@ def make_api_functions(state: AppState) -> dict[str, Any]:
         for answer in answers:
             summary = prediction_summary(answer.prediction)
             models.append({"model": answer.name, "display_name": answer.display_name, "trained": summary["trained"],
-                           "checkpoint": answer.checkpoint, "ranking": summary["ranking"],
+                           "checkpoint": answer.checkpoint, "ranking": summary["ranking"][:COMPARE_TOP_K],
                            "seconds": round(answer.seconds + (0.0 if answer.own_pass else shared_seconds), 4),
                            "caveats": summary["caveats"]})
         return {"backbone": state.backbone_spec, "shared_pass_seconds": round(shared_seconds, 4), "models": models}
