@@ -151,6 +151,56 @@ def test_explanation_shapes_sums_and_consistency(example_images):
     assert "gate_composition" in document and "stage2_attention" in document
 
 
+def test_shown_logit_parts_are_what_moved_the_scores(example_images):
+    """Each top row's (prompt, local stage, global stage) parts equal a recomputation from the forward pass's
+    modules and add up to the very logits the ranking used."""
+    model = perturbed_msci()
+    top_k = 3
+    predictions = model.predict(example_images[:2], VOCAB, top_k=top_k)
+    pixels = model.backbone.preprocess_images(example_images[:2])
+    with torch.no_grad():
+        visual = model.encode_images(pixels)
+        logits = model.branch_logits(visual, VOCAB)  # the scoring path, independent of explain()
+        keys = model.image_keys(visual)
+        text = model.prompts.encode_all(VOCAB)
+        cls = visual.cls
+        image = {"pair": cls, "state": model.state_disentangler(cls), "object": model.object_disentangler(cls)}
+    index = {pair: i for i, pair in enumerate(VOCAB.pair_names())}
+    for b, prediction in enumerate(predictions):
+        shown = prediction.explanations
+        assert shown["logit_parts"] == ["prompt", "local stage", "global stage"]
+        assert "reconstruction" in shown["gate_note"]
+        top = np.array([index[(r.state, r.object)] for r in prediction.ranking])
+        for branch, key, rows in (("pair", "logit_parts_composition", top),
+                                  ("state", "logit_parts_state", VOCAB.pair_states[top]),
+                                  ("object", "logit_parts_object", VOCAB.pair_objects[top])):
+            parts = shown[key]
+            assert parts.shape == (top_k, 3)
+            np.testing.assert_allclose(parts.sum(axis=1), getattr(logits, branch)[b, rows].numpy(), rtol=0, atol=1e-4)
+            with torch.no_grad():  # by hand: t, q1 = CA1(t), q2 = CA2(q1), gate on the increments
+                t = text[branch][torch.as_tensor(rows)]
+                one = keys.select(b)
+                q1, _ = model.local_stage(t, one.local)
+                q2, _ = model.global_stage(q1, one.global_)
+                d1, d2 = q1[0] - t, q2[0] - q1[0]
+                weights = model.gate(d1, d2)
+                local = weights[:, :1] * model.local_scale * d1
+                global_ = weights[:, 1:] * model.global_scale * d2
+                norm = (t + local + global_).norm(dim=-1)
+                v = torch.nn.functional.normalize(image[branch][b], dim=-1)
+                expected = torch.stack([100 * (t @ v), 100 * (local @ v), 100 * (global_ @ v)], dim=1) / norm[:, None]
+            np.testing.assert_allclose(parts, expected.numpy(), rtol=0, atol=1e-4)
+            # Both stages really moved these rows (a zero split would prove nothing).
+            assert np.abs(parts[:, 1]).max() > 1e-3 and np.abs(parts[:, 2]).max() > 1e-3
+    # Untrained: the stages add nothing and the prompt part is the CLIP logit.
+    untrained = load_model("msci", backbone="tiny", train_states=TRAIN_STATES, train_objects=TRAIN_OBJECTS)
+    clip = load_model("clip", backbone="tiny").predict(example_images[:1], VOCAB, top_k=top_k)[0]
+    explained = untrained.predict(example_images[:1], VOCAB, top_k=top_k)[0].explanations
+    assert np.all(explained["logit_parts_composition"][:, 1:] == 0)
+    np.testing.assert_allclose(explained["logit_parts_composition"][:, 0], clip.explanations["score_parts"]["composition"],
+                               rtol=0, atol=1e-4)
+
+
 @pytest.mark.parametrize("batch", [1, 3])
 def test_training_steps_reach_every_trainable_tensor(example_images, batch):
     """One step: finite loss and a finite gradient (possibly exactly zero) for every trainable tensor.

@@ -4,9 +4,18 @@ visual tokens, and a per-row gate weighs what the two stages add to it.
 Built from docs/models.md ("MSCI"). Where the paper and its released code (ltpwy/MSCI) differ, this
 follows docs/models.md:
 
-* Fusion is the paper's dynamic version: per text row a small gate on [Δ1; Δ2] gives softmax
-  weights (w_local, w_global) and `t' = normalize(t + w_local·λ1⊙Δ1 + w_global·λ2⊙Δ2)`. The
-  released code builds a gated fusion module but never calls it and uses static λ1, λ2.
+* Fusion is a **reconstruction**. The paper's abstract says the model "dynamically adjusts" the
+  weights of global and local information; its equations are not public, and the released code
+  builds a gated fusion module (`GatedFusion`: Linear 2D→D → LN → ReLU → Dropout, which outputs a
+  fused feature, not two weights) but never calls it: it adds whole stage outputs with static
+  per-channel weights, `t' = normalize(t + λ1⊙q1 + λ2⊙q2)`. Here a small gate per text row on
+  [Δ1; Δ2] gives softmax weights (w_local, w_global) and the *increments* are added,
+  `t' = normalize(t + w_local·λ1⊙Δ1 + w_global·λ2⊙Δ2)` (Δ1 = q1 − t, Δ2 = q2 − q1).
+* What the explanation shows first is each stage's contribution to the logit, not the gate
+  weight: the per-channel λ absorbs any magnitude, so a gate weight says little about what moved
+  a score. With u = local + global update, `100·cos(v, t') = 100·v̂·t/‖t+u‖ + 100·v̂·(w_local·λ1⊙Δ1)/‖t+u‖
+  + 100·v̂·(w_global·λ2⊙Δ2)/‖t+u‖` splits the logit exactly into the prompt's own match and what each
+  stage added; the gate weights are reported beside it as a secondary number.
 * λ1 and λ2 start at zero (the code: 0.1), so an untrained model scores exactly as the `clip`
   baseline does, and training starts from it.
 * The state and object image features are residual, `v + D(v)` with the last layer of D
@@ -45,6 +54,10 @@ from .prompts import BRANCHES
 
 KeysValues = tuple[torch.Tensor, torch.Tensor]
 NORM_EPS = 1e-12  # F.normalize's
+# The exact split of each explained row's logit (MSCI.explain, logit_parts).
+LOGIT_PARTS = ("prompt", "local stage", "global stage")
+GATE_NOTE = ("The local/global gate is a reconstruction: the paper gives no equations for it and the released code "
+             "never uses its gate. Its weights are shown for reference; the logit parts are what moved the score.")
 
 
 @dataclass(frozen=True)
@@ -93,7 +106,10 @@ class LayerAggregator(nn.Module):
 
 
 class LocalGlobalGate(nn.Module):
-    """Per-row softmax weights (w_local, w_global) from what each stage added, [Δ1; Δ2]."""
+    """Per-row softmax weights (w_local, w_global) from what each stage added, [Δ1; Δ2].
+
+    A reconstruction of the abstract's "dynamic" weighting: the paper gives no equations and the
+    released code never calls its gated fusion module (see the module docstring)."""
 
     def __init__(self, dim: int, hidden: int = 64) -> None:
         super().__init__()
@@ -128,10 +144,16 @@ class RefinedRows:
     """Text rows after both stages and the gated fusion: t' = normalize(text + update)."""
 
     text: torch.Tensor  # [T, D] the unit text rows t, shared by the batch
-    update: torch.Tensor  # [B, T, D] w_local·λ1⊙Δ1 + w_global·λ2⊙Δ2
+    local_update: torch.Tensor  # [B, T, D] w_local·λ1⊙Δ1, what stage 1 adds
+    global_update: torch.Tensor  # [B, T, D] w_global·λ2⊙Δ2, what stage 2 adds
     gate: torch.Tensor  # [B, T, 2] (w_local, w_global)
     local_attention: torch.Tensor | None = None  # [B, T, N] head mean, stage 1
     global_attention: torch.Tensor | None = None  # [B, T, N] head mean, stage 2
+
+    @property
+    def update(self) -> torch.Tensor:
+        """[B, T, D] the whole update u = local_update + global_update."""
+        return self.local_update + self.global_update
 
     @property
     def features(self) -> torch.Tensor:
@@ -153,9 +175,12 @@ class MSCI(CompositionModel):
     (`use_adapters`, the "paper" preset); without them (the "fast" preset) the trainer can cache
     the vision pass that `visual_request()` describes.
 
-    Explanations per image: `gate_composition`, `gate_state`, `gate_object` [k, 2] — the
-    (w_local, w_global) weights of the k top pairs' composition rows and of their state and object
-    rows, in ranking order; `stage1_attention`, `stage2_attention` [grid_h, grid_w] — the head-mean
+    Explanations per image: `logit_parts_composition`, `logit_parts_state`, `logit_parts_object`
+    [k, 3] — for the k top pairs' composition rows and their state and object rows, in ranking order,
+    the exact split of each row's logit into the prompt's own match, what stage 1 (local) added and
+    what stage 2 (global) added (`logit_parts` names the columns; they sum to the logit the score
+    used); `gate_composition`, `gate_state`, `gate_object` [k, 2] — the reconstructed gate's
+    (w_local, w_global) weights of the same rows, a secondary number (`gate_note`); `stage1_attention`, `stage2_attention` [grid_h, grid_w] — the head-mean
     attention of the top pair's composition row over the patches in each stage (the share the CLS
     token gets is left out, so a map sums to at most 1).
 
@@ -273,8 +298,10 @@ class MSCI(CompositionModel):
             local_delta = local.float() - text
             global_delta = global_.float() - local.float()
             gate = self.gate(local_delta, global_delta)
-        update = gate[..., :1] * self.local_scale * local_delta + gate[..., 1:] * self.global_scale * global_delta
-        return RefinedRows(text, update.float(), gate, _as_float(local_attention), _as_float(global_attention))
+        local_update = (gate[..., :1] * self.local_scale * local_delta).float()
+        global_update = (gate[..., 1:] * self.global_scale * global_delta).float()
+        return RefinedRows(text, local_update, global_update, gate, _as_float(local_attention),
+                           _as_float(global_attention))
 
     def refined_logits(self, image_features: torch.Tensor, rows: torch.Tensor, keys: ImageKeys,
                        queries: torch.Tensor | None = None) -> torch.Tensor:
@@ -291,8 +318,9 @@ class MSCI(CompositionModel):
         for start in range(0, rows.shape[0], rows_per_chunk):
             stop = start + rows_per_chunk
             refined = self.refine(rows[start:stop], keys, queries=None if queries is None else queries[start:stop])
-            shifts.append(LOGIT_SCALE * (image_unit * refined.update).sum(dim=-1))
-            norms.append(refined.features.norm(dim=-1).clamp_min(NORM_EPS))
+            update = refined.update
+            shifts.append(LOGIT_SCALE * (image_unit * update).sum(dim=-1))
+            norms.append((refined.text + update).norm(dim=-1).clamp_min(NORM_EPS))
         return (baseline + torch.cat(shifts, dim=1)) / torch.cat(norms, dim=1)
 
     # ------------------------------------------------------------ model API
@@ -310,23 +338,28 @@ class MSCI(CompositionModel):
                                               self.stage1_queries(vocab, branch, text[branch]))
                   for branch in BRANCHES}
         # Explanations are computed later, in explain(), for the shown rows only.
-        extras = {"msci_keys": keys, "msci_text": text} if explain else {}
+        extras = {"msci_keys": keys, "msci_text": text, "msci_image": image} if explain else {}
         return BranchLogits(pair=logits["pair"], state=logits["state"], object=logits["object"], extras=extras)
 
     def explain(self, logits: BranchLogits, vocab: Vocabulary, image_index: int, top_pairs: np.ndarray) -> dict[str, Any]:
-        """Local/global weights of the top pairs' composition, state and object rows, and the top pair's
-        stage-1 and stage-2 attention over the patch grid."""
+        """What each stage added to the top pairs' composition, state and object logits (exact split),
+        the reconstructed gate's weights beside it, and the top pair's stage-1 and stage-2 attention."""
         if "msci_keys" not in logits.extras:
             return {}
         keys: ImageKeys = logits.extras["msci_keys"].select(image_index)
         text: dict[str, torch.Tensor] = logits.extras["msci_text"]
+        image: dict[str, torch.Tensor] = logits.extras["msci_image"]
         device = text["pair"].device
         top = np.asarray(top_pairs, dtype=np.int64)
         count = len(top)
         rows = torch.cat([text["pair"][torch.as_tensor(top, device=device)],
                           text["state"][torch.as_tensor(vocab.pair_states[top], device=device)],
                           text["object"][torch.as_tensor(vocab.pair_objects[top], device=device)]])
+        # Each row is scored against its branch's image feature: CLS for compositions, the disentangled ones else.
+        row_images = torch.cat([image[branch][image_index:image_index + 1].float().expand(count, -1)
+                                for branch in BRANCHES])
         refined = self.refine(rows, keys, need_attention=True)
+        parts = logit_parts(row_images, refined).cpu().numpy()
         gate = refined.gate[0].float().cpu().numpy()
         grid = tuple(self.backbone.grid_size)
 
@@ -335,9 +368,25 @@ class MSCI(CompositionModel):
             return attention[0, 0, 1:].reshape(grid).float().cpu().numpy()
 
         return {
+            "logit_parts": list(LOGIT_PARTS),
+            "logit_parts_composition": parts[:count],  # [k, 3] prompt, local stage, global stage; sum = logit
+            "logit_parts_state": parts[count:2 * count],
+            "logit_parts_object": parts[2 * count:],
             "gate_composition": gate[:count],
             "gate_state": gate[count:2 * count],
             "gate_object": gate[2 * count:],
+            "gate_note": GATE_NOTE,
             "stage1_attention": patch_map(refined.local_attention),
             "stage2_attention": patch_map(refined.global_attention),
         }
+
+
+def logit_parts(image_features: torch.Tensor, refined: RefinedRows) -> torch.Tensor:
+    """[T, 3] exact split of 100·cos(v, t') for rows refined for one image: the prompt's own match
+    100·v̂·t/‖t+u‖, then 100·v̂·(w_local·λ1⊙Δ1)/‖t+u‖ and 100·v̂·(w_global·λ2⊙Δ2)/‖t+u‖ (u = both updates).
+    image_features [T, D] is each row's image feature; refined holds one image (batch 1)."""
+    image_unit = F.normalize(image_features.float(), dim=-1)
+    local, global_ = refined.local_update[0], refined.global_update[0]
+    norm = (refined.text + local + global_).norm(dim=-1, keepdim=True).clamp_min(NORM_EPS)
+    pieces = torch.stack([refined.text, local, global_], dim=1)  # [T, 3, D]
+    return LOGIT_SCALE * torch.einsum("td,tpd->tp", image_unit, pieces) / norm
