@@ -114,7 +114,7 @@ def test_predict_ranks_and_explains_with_every_model(client, model):
 def test_predict_model_specific_visuals(client):
     titles = {model: [update["label"] for update, _ in predict(client, EXAMPLES[0], model)["visuals"]]
               for model in ("msci", "refiner", "svip")}
-    assert titles["msci"][0] == "Local details or the big picture?" and titles["msci"][1].startswith("Where the model")
+    assert titles["msci"][0] == "What each stage added to the score" and titles["msci"][1].startswith("Where the model")
     assert titles["refiner"][0] == "What each group of learned questions looked at"
     assert titles["svip"] == ["Which parts of the photo were kept", "The evidence for each answer"]
 

@@ -33,6 +33,11 @@ of text. They share one copy of it and differ only in what they add on top.
 *reconstruction from its abstract*, built in the style of its family of models (Troika, MSCI); it is
 not the authors' implementation and its numbers are not theirs.
 
+**About MSCI's local/global switch:** the paper says MSCI adjusts how much it trusts the details and the
+whole scene for each description, but publishes no equations for it, and the authors' code never uses its
+switch. The switch here is our *reconstruction*. The explanation therefore shows first what each look
+actually added to the score, and the switch's share only for reference.
+
 **About SVIP:** the original recognises animals and birds from lists of attributes; here its three ideas
 (find unrelated patches, give them context, locate each label on the photo) are adapted to free-text
 states and objects.

@@ -301,46 +301,55 @@ def score_parts_visual(prediction: Prediction) -> Visual | None:
                   f"{', '.join(f'{value:.2f}' for value in product)}.")
 
 
-def _weight_rows(prediction: Prediction, explanations: dict[str, Any]) -> list[tuple[str, float, float]] | None:
-    """(row name, local weight, global weight) for each top composition and its state and object."""
-    gates = {}
-    for key in ("gate_composition", "gate_state", "gate_object"):
-        if key not in explanations:
+def _stage_rows(prediction: Prediction, explanations: dict[str, Any]) -> list[tuple[str, float, float, float]] | None:
+    """(row name, local stage's logit change, global stage's, gate's local weight) for each top composition
+    and its state and object."""
+    parts, gates = {}, {}
+    for kind in ("composition", "state", "object"):
+        part = np.asarray(explanations.get(f"logit_parts_{kind}", []), dtype=np.float64)
+        gate = np.asarray(explanations.get(f"gate_{kind}", []), dtype=np.float64)
+        if part.ndim != 2 or part.shape[1] != 3 or gate.shape != (part.shape[0], 2):
             return None
-        gate = np.asarray(explanations[key], dtype=np.float64)
-        if gate.ndim != 2 or gate.shape[1] != 2:
-            return None
-        gates[key] = gate
+        parts[kind], gates[kind] = part, gate
     rows = []
-    for index, item in enumerate(prediction.ranking[: len(gates["gate_composition"])]):
-        for kind, key, name in (("composition", "gate_composition", f"{item.state} {item.object}"),
-                                ("state", "gate_state", item.state), ("object", "gate_object", item.object)):
-            local, glob = gates[key][index]
+    for index, item in enumerate(prediction.ranking[: len(parts["composition"])]):
+        for kind, name in (("composition", f"{item.state} {item.object}"), ("state", item.state), ("object", item.object)):
+            _, local, glob = parts[kind][index]
             prefix = "" if kind == "composition" else "   "
-            rows.append((f"{prefix}{_shorten(name, 24)} ({kind})", float(local), float(glob)))
+            rows.append((f"{prefix}{_shorten(name, 24)} ({kind})", float(local), float(glob), float(gates[kind][index][0])))
     return rows
 
 
 def msci_weights_visual(prediction: Prediction, top: int = 3) -> Visual | None:
-    """Stacked bars of local vs global weight per top composition, state and object."""
-    rows = _weight_rows(prediction, prediction.explanations)
+    """Per top composition, state and object: how many logit points each stage added (the exact split of
+    the logit); the reconstructed gate's local weight is printed beside each row."""
+    rows = _stage_rows(prediction, prediction.explanations)
     if not rows:
         return None
     rows = rows[: 3 * top]
     with RENDER_LOCK:
-        figure = Figure(figsize=(6.4, 0.32 * len(rows) + 1.4), dpi=100)
+        figure = Figure(figsize=(6.4, 0.36 * len(rows) + 1.5), dpi=100)
         axis = figure.add_subplot(1, 1, 1)
         positions = np.arange(len(rows))[::-1]
         local = np.array([row[1] for row in rows])
         glob = np.array([row[2] for row in rows])
-        axis.barh(positions, local, color=LOCAL_COLOUR, label="local details (early layers)")
-        axis.barh(positions, glob, left=local, color=GLOBAL_COLOUR, label="global view (late layers)")
-        axis.set_xlim(0, 1)
-        image = finish_bar_chart(figure, axis, positions, [row[0] for row in rows], "share of the weight", fontsize=8,
-                                 loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=2, frameon=False)
-    return Visual("Local details or the big picture?", image,
-                  "For each top answer, and for its state and its object, the bar shows how much the model relied on "
-                  "small local details (the left part of each bar) versus the overall scene (the right part).")
+        axis.barh(positions + 0.2, local, height=0.4, color=LOCAL_COLOUR, label="upper bar: added by the local-details stage")
+        axis.barh(positions - 0.2, glob, height=0.4, color=GLOBAL_COLOUR, label="lower bar: added by the whole-scene stage")
+        axis.axvline(0, color="black", linewidth=0.8)
+        labels = [f"{row[0]}  gate {row[3]:.2f}" for row in rows]
+        image = finish_bar_chart(figure, axis, positions, labels, "change in the match score (logit points)", fontsize=8,
+                                 loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=1, frameon=False)
+    untrained = not np.any(np.abs(np.concatenate([local, glob])) > 1e-9)
+    caption = ("For each top answer, and for its state and its object, the upper bar shows how much the look at small "
+               "details and the lower bar how much the look at the whole scene raised (right) or lowered (left) its "
+               "match score; with the plain description's own match they add up exactly to the score used. "
+               "'gate' is the share a learned switch gave to details, shown for reference only: that switch is our "
+               "reconstruction, since the paper does not publish it.")
+    if untrained:
+        caption = "The two stages add nothing yet: this model is untrained, so it scores exactly as CLIP does. " + caption
+    description = ("Bar chart of what each stage added to the match score. " + "; ".join(
+        f"{row[0].strip()}: details {row[1]:+.2f}, whole scene {row[2]:+.2f}, gate {row[3]:.2f}" for row in rows) + ".")
+    return Visual("What each stage added to the score", image, caption, description)
 
 
 def msci_attention_visual(prediction: Prediction, photo: Image.Image) -> Visual | None:
