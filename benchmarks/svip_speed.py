@@ -50,6 +50,8 @@ def trained_svip(backbone: str, patchcls_trained: bool, teacher_map: bool = Fals
         model.context_embedding.copy_(0.02 * torch.randn(model.context_embedding.shape, generator=generator))
         model.beta.fill_(0.1)
         model.patchcls_steps.fill_(1 if patchcls_trained else 0)
+        # PatchCls selects only once validated above the switch threshold.
+        model.patchcls_agreement.fill_(1.0 if patchcls_trained else -1.0)
     model.explain_teacher_map = teacher_map
     return model
 

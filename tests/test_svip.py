@@ -51,6 +51,7 @@ def _with_context(model, patchcls_trained: bool, seed: int = 0):
     with torch.no_grad():
         model.context_embedding.copy_(torch.randn(model.context_embedding.shape, generator=generator))
         model.patchcls_steps.fill_(1 if patchcls_trained else 0)
+        model.patchcls_agreement.fill_(0.9 if patchcls_trained else -1.0)  # as if validated above the threshold
     return model.eval()
 
 
@@ -170,6 +171,11 @@ def test_patchcls_learns_the_teachers_mask():
         losses.append(bce.item())
     assert losses[-1] < 0.5 * losses[0]
     model.patchcls_steps.fill_(len(losses))
+    assert model.selection_source == "teacher"  # trained but not yet validated
+    checks = model.validation_checks([pixels[:5], pixels[5:]])
+    # Kept overlap > chance + 4 means more than 6.25 of the 12 replaced super-patches agree: above 0.5.
+    assert checks["patchcls_agreement"] > 0.52 and checks["selection"] == "patchcls"
+    assert model.measured_agreement == pytest.approx(checks["patchcls_agreement"])
     model.eval()
     model.explain_teacher_map = True
     with torch.no_grad():
@@ -224,11 +230,13 @@ def test_training_reaches_every_trainable_tensor(trained):
         if parameter.requires_grad:
             assert not torch.equal(parameter.detach(), trained.before[name]), f"{name} did not change"
     first, second = trained.parts
-    assert {"pair", "original_pair", "jsd", "patchcls_bce"} <= set(first)
-    assert first["jsd"] == pytest.approx(0.0, abs=1e-6)  # e = 0 at step 0: both passes agree
-    assert second["jsd"] > 0  # the learned context now changes the contextualised pass
+    assert {"pair", "original_pair", "consistency", "patchcls_bce"} <= set(first)
+    assert first["consistency"] == pytest.approx(0.0, abs=1e-6)  # e = 0 at step 0: both passes agree
+    assert second["consistency"] > 0  # the learned context now changes the contextualised pass
     assert all(math.isfinite(value) for value in first.values())
-    assert int(trained.model.patchcls_steps) == 2 and trained.model.selection_source == "patchcls"
+    # PatchCls trained, but the teacher keeps selecting until validation shows they agree.
+    assert int(trained.model.patchcls_steps) == 2 and trained.model.selection_source == "teacher"
+    assert trained.model.measured_agreement is None
 
 
 def test_stored_context_is_refreshed_after_the_last_step(trained):
@@ -252,13 +260,15 @@ def test_training_step_with_batch_of_one(example_images):
 # ------------------------------------------------------------------ checkpoints and explanations
 def test_context_round_trips_and_inference_needs_no_training_words(trained, tmp_path, monkeypatch, example_images):
     model = trained.model
+    model.patchcls_agreement.fill_(0.75)  # as validation_checks would record it
     before = model.predict(example_images[:2], VOCAB)  # a vocabulary other than the training one
     model.save_pretrained(tmp_path)
+    model.patchcls_agreement.fill_(-1.0)
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["model_type"] == "svip" and config["keep_ratio"] == 0.82
     loaded = load_model("svip", checkpoint=tmp_path)
     assert torch.equal(loaded.context_embedding, model.context_embedding)
-    assert int(loaded.patchcls_steps) == 2
+    assert int(loaded.patchcls_steps) == 2 and loaded.measured_agreement == 0.75
 
     def refuse():
         raise AssertionError("inference encoded the training words")
@@ -267,7 +277,7 @@ def test_context_round_trips_and_inference_needs_no_training_words(trained, tmp_
     after = loaded.predict(example_images[:2], VOCAB)
     for old, new in zip(before, after):
         assert np.abs(old.scores - new.scores).max() < 1e-5
-        assert new.explanations["selection"] == "patchcls"
+        assert new.explanations["selection"] == "patchcls" and new.explanations["patchcls_agreement"] == 0.75
         assert np.array_equal(old.explanations["kept_mask"], new.explanations["kept_mask"])
         assert "teacher_map" not in new.explanations  # optional for PatchCls: it costs a second pass
 
@@ -337,3 +347,63 @@ def test_speed_benchmark_quick_runs():
     assert ratios["clip"] == 1.0
     assert set(ratios) == {"clip", "svip untrained", "svip PatchCls", "svip PatchCls + map", "svip teacher"}
     assert all(math.isfinite(value) and value > 0 for value in ratios.values())
+
+
+# ------------------------------------------------------------------ selection switch and consistency
+def test_patchcls_selects_only_once_its_agreement_reaches_the_threshold():
+    model = _with_context(_svip(), patchcls_trained=True)
+    for agreement, expected in ((-1.0, "teacher"), (0.49, "teacher"), (0.5, "patchcls"), (0.8, "patchcls")):
+        model.patchcls_agreement.fill_(agreement)
+        assert model.selection_source == expected, agreement
+    strict = _with_context(_svip(switch_agreement=0.9), patchcls_trained=True)
+    strict.patchcls_agreement.fill_(0.8)
+    assert strict.selection_source == "teacher"
+    # A checkpoint saved before agreement was recorded loads with a never-validated PatchCls: teacher.
+    state = {k: v for k, v in model.state_dict().items() if k != "patchcls_agreement"}
+    fresh = _svip()
+    fresh.load_state_dict(state)
+    assert fresh.measured_agreement is None and fresh.selection_source == "teacher"
+    with pytest.raises(ValueError, match="switch_agreement"):
+        _svip(switch_agreement=1.5)
+
+
+def test_replaced_agreement_counts_shared_replaced_super_patches():
+    from czsl_models.models.svip import replaced_agreement
+
+    teacher = torch.arange(8.0).unsqueeze(0)  # replaces (lowest) 0, 1, 2 when 5 are kept
+    student = torch.tensor([[0.0, 1.0, 9.0, 2.0, 8.0, 7.0, 6.0, 5.0]])  # replaces 0, 1, 3
+    assert replaced_agreement(student, teacher, 5).tolist() == pytest.approx([2 / 3])
+    assert replaced_agreement(teacher, teacher, 5).tolist() == [1.0]
+    assert replaced_agreement(student, teacher, 8).tolist() == [1.0]
+
+
+def test_consistency_is_the_released_distillation_kl():
+    """KL(softmax(orig/T) || softmax(ctx/T)) · T² on unscaled cosines, batch mean; 0 for equal inputs."""
+    from czsl_models.models.svip import consistency_kl
+
+    generator = torch.Generator().manual_seed(0)
+    contextual = torch.rand(3, 7, generator=generator) * 2 - 1
+    original = torch.rand(3, 7, generator=generator) * 2 - 1
+    temperature = 20.0
+    p = (original / temperature).softmax(-1)
+    q = (contextual / temperature).softmax(-1)
+    expected = (p * (p.log() - q.log())).sum(-1).mean() * temperature ** 2
+    assert consistency_kl(contextual, original, temperature).item() == pytest.approx(expected.item(), rel=1e-4)
+    assert consistency_kl(original, original, temperature).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_patch_overlay_says_who_chose_the_replaced_patches(example_images):
+    from czsl_models.ui.explain import svip_patches_visual
+
+    photo = example_images[0]
+    untrained = _svip().predict(photo, VOCAB)[0]
+    assert untrained.explanations["context_active"] is False
+    caption = svip_patches_visual(untrained, photo).caption
+    assert "attention" in caption and "Nothing is replaced yet" in caption
+    doubtful = _with_context(_svip(), patchcls_trained=True)
+    doubtful.patchcls_agreement.fill_(0.3)
+    shown = doubtful.predict(photo, VOCAB)[0]
+    assert shown.explanations["selection"] == "teacher" and "only 30%" in svip_patches_visual(shown, photo).caption
+    trusted = _with_context(_svip(), patchcls_trained=True).predict(photo, VOCAB)[0]
+    assert trusted.explanations["selection"] == "patchcls"
+    assert "learned patch picker chose" in svip_patches_visual(trusted, photo).caption

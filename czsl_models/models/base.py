@@ -10,7 +10,7 @@ import tempfile
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -180,6 +180,11 @@ class CompositionModel(nn.Module, PyTorchModelHubMixin, library_name="czsl-model
 
     def explain(self, logits: BranchLogits, vocab: Vocabulary, image_index: int, top_pairs: np.ndarray) -> dict[str, Any]:
         """Model-specific explanation of one image as plain arrays; top_pairs are indices into vocab.pairs."""
+        return {}
+
+    def validation_checks(self, pixel_batches: Iterable[torch.Tensor]) -> dict[str, Any]:
+        """Model-specific checks the trainer runs on the validation images after each epoch (preprocessed
+        pixel batches); the returned numbers go into the epoch's record. Most models have none."""
         return {}
 
     # ---------------------------------------------------------------- shared

@@ -13,6 +13,13 @@ is exactly the CLIP baseline (and then runs one vision pass, not two).
 Costs and choices (see docs/models.md, "SVIP, adapted"):
 - Untrained, or trained but with e = 0: one vision pass. With teacher selection that pass also
   returns attention maps (about +20% on ViT-L/14); with PatchCls selection it does not.
+- Who selects: the teacher, until PatchCls's selection is shown to agree with it. The trainer
+  measures the agreement on validation images after every epoch (`validation_checks`): the share
+  of the super-patches PatchCls replaces that the teacher would also replace, averaged over images.
+  PatchCls selects only once that share reaches `switch_agreement` (default 0.5: most of what the
+  UI shows as "judged unrelated" is what the teacher judges unrelated; chance is (N−M)/N, 0.19 at
+  12 of 64). The released code switches unconditionally after training; a student that has not
+  learned the teacher's mask would replace arbitrary patches and the explanation would mislabel them.
 - Trained with PatchCls: one contextualised pass; PatchCls runs inside the patch-embedding edit.
   The teacher map is then not computed unless `explain_teacher_map` is set on the model, since
   it needs an extra, unedited pass with attention maps (about 2.2x the CLIP cost in total).
@@ -28,7 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -45,6 +52,8 @@ SUPER_PATCH_SIDE = 2
 SUB_PATCHES = SUPER_PATCH_SIDE * SUPER_PATCH_SIDE
 DEFAULT_KEEP_RATIO = 0.82
 TEACHER_CHUNK = 16  # images per unedited pass with attention maps (bounds their memory)
+# PatchCls replaces super-patches only once most of those it replaces are ones the teacher replaces too.
+DEFAULT_SWITCH_AGREEMENT = 0.5
 
 
 class SuperPatchGrid:
@@ -142,14 +151,23 @@ def add_context_to_patches(patches: torch.Tensor, replaced: torch.Tensor, contex
     return patches + flags * per_patch
 
 
-def jensen_shannon(first_logits: torch.Tensor, second_logits: torch.Tensor) -> torch.Tensor:
-    """Jensen-Shannon divergence between the softmax distributions of two logit batches (batch mean)."""
-    log_p = first_logits.float().log_softmax(dim=-1)
-    log_q = second_logits.float().log_softmax(dim=-1)
-    log_m = torch.logsumexp(torch.stack([log_p, log_q]), dim=0) - math.log(2.0)
-    kl_p = (log_p.exp() * (log_p - log_m)).sum(dim=-1)
-    kl_q = (log_q.exp() * (log_q - log_m)).sum(dim=-1)
-    return (0.5 * (kl_p + kl_q)).mean()
+def consistency_kl(contextual_cosines: torch.Tensor, original_cosines: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The released consistency term: KL(softmax(original / T) || softmax(contextual / T)) · T², on
+    unscaled cosines (batch mean), as in knowledge distillation."""
+    log_p = (contextual_cosines.float() / temperature).log_softmax(dim=-1)
+    log_q = (original_cosines.float() / temperature).log_softmax(dim=-1)
+    return F.kl_div(log_p, log_q, reduction="batchmean", log_target=True) * temperature ** 2
+
+
+def replaced_agreement(student_scores: torch.Tensor, teacher_scores: torch.Tensor, kept: int) -> torch.Tensor:
+    """Per image [B]: the share of the super-patches the student replaces (its lowest N − kept scores)
+    that the teacher also replaces; 1 when nothing is replaced."""
+    replaced = student_scores.shape[-1] - kept
+    if replaced <= 0:
+        return torch.ones(student_scores.shape[0], device=student_scores.device)
+    student = ~top_mask(student_scores, kept)
+    teacher = ~top_mask(teacher_scores, kept)
+    return (student & teacher).sum(dim=-1).float() / replaced
 
 
 class PatchClassifier(nn.Module):
@@ -220,17 +238,23 @@ class SVIP(CompositionModel):
                  train_objects: list[str] | None = None, train_pairs: list[list[str]] | None = None,
                  score_weights: list[float] | None = None, loss_weights: list[float] | None = None,
                  keep_ratio: float = DEFAULT_KEEP_RATIO, patchcls_hidden: int = 512, patchcls_weight: float = 3.0,
-                 jsd_weight: float = 1.0, jsd_temperature: float = 20.0) -> None:
+                 consistency_weight: float = 1.0, consistency_temperature: float = 20.0,
+                 switch_agreement: float = DEFAULT_SWITCH_AGREEMENT) -> None:
         super().__init__(backbone, train_states, train_objects, train_pairs, score_weights, loss_weights)
         if not 0.0 < float(keep_ratio) <= 1.0:
             raise ValueError(f"keep_ratio must be in (0, 1], got {keep_ratio}")
+        if not 0.0 <= float(switch_agreement) <= 1.0:
+            raise ValueError(f"switch_agreement must be in [0, 1], got {switch_agreement}")
+        if not float(consistency_temperature) > 0:
+            raise ValueError(f"consistency_temperature must be positive, got {consistency_temperature}")
         shared = self.backbone
         self.grid = SuperPatchGrid(shared.grid_size)
         self.keep_ratio = float(keep_ratio)
         self.num_kept = kept_super_patch_count(self.grid.num_super_patches, self.keep_ratio)
         self.patchcls_weight = float(patchcls_weight)
-        self.jsd_weight = float(jsd_weight)
-        self.jsd_temperature = float(jsd_temperature)
+        self.consistency_weight = float(consistency_weight)
+        self.consistency_temperature = float(consistency_temperature)
+        self.switch_agreement = float(switch_agreement)
         self.patch_classifier = PatchClassifier(shared.width, patchcls_hidden)
         self.context_words = self.train_states + self.train_objects
         self.context_generator = (ContextEmbedding(len(self.context_words), shared.embed_dim, shared.width)
@@ -243,13 +267,24 @@ class SVIP(CompositionModel):
         # In logit units: the pair term is 100 * beta * (a_s + a_o) / sqrt(2), on the scale of 100 * cos.
         self.beta = nn.Parameter(torch.zeros(()))
         self.register_buffer("patchcls_steps", torch.zeros((), dtype=torch.long))
+        # PatchCls's agreement with the teacher on validation images (replaced_agreement); -1: never measured.
+        self.register_buffer("patchcls_agreement", torch.full((), -1.0))
         self._context_stale = False
 
     # ------------------------------------------------------------ state
     @property
     def selection_source(self) -> str:
-        """Who picks the kept super-patches at inference: 'patchcls' once it was trained, else 'teacher'."""
-        return "patchcls" if int(self.patchcls_steps.item()) > 0 else "teacher"
+        """Who picks the kept super-patches at inference: 'patchcls' once its measured agreement with the
+        teacher on validation images reached `switch_agreement`, else 'teacher'."""
+        agreement = float(self.patchcls_agreement.item())
+        trained = int(self.patchcls_steps.item()) > 0
+        return "patchcls" if trained and agreement >= 0 and agreement >= self.switch_agreement else "teacher"
+
+    @property
+    def measured_agreement(self) -> float | None:
+        """PatchCls's last measured agreement with the teacher (share of replaced super-patches), or None."""
+        agreement = float(self.patchcls_agreement.item())
+        return None if agreement < 0 else agreement
 
     def _training_word_features(self) -> torch.Tensor:
         """Normalised CLIP features [K, D] of 'a photo of {word}' for the training states and objects."""
@@ -289,7 +324,10 @@ class SVIP(CompositionModel):
         return super().state_dict(*args, **kwargs)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """Load weights; the stored e is authoritative afterwards."""
+        """Load weights; the stored e is authoritative afterwards. A checkpoint from before agreement was
+        measured selects with the teacher (its PatchCls was never validated)."""
+        state_dict = dict(state_dict)
+        state_dict.setdefault("patchcls_agreement", torch.full((), -1.0))
         result = super().load_state_dict(state_dict, strict=strict, assign=assign)
         self._context_stale = False
         return result
@@ -379,6 +417,28 @@ class SVIP(CompositionModel):
                              "which a shared or cached vision pass cannot provide.")
         return self.encode_images(pixels, explain)
 
+    # ------------------------------------------------------------ PatchCls vs teacher
+    @torch.no_grad()
+    def patchcls_agreement_of(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Per image [B]: the share of the super-patches PatchCls would replace that the teacher replaces too
+        (on the unedited pass, where both look)."""
+        visual, teacher_scores = self._unedited_pass(pixels, attention=True)
+        student_scores = self.patch_classifier(self.grid.concat(visual.patch_embeddings))
+        return replaced_agreement(student_scores, teacher_scores, self.num_kept)
+
+    def validation_checks(self, pixel_batches: Iterable[torch.Tensor]) -> dict[str, Any]:
+        """Measure PatchCls's agreement with the teacher on validation images and record it (it decides
+        who selects at inference); returns {'patchcls_agreement': mean, 'selection': who selects now}."""
+        was_training = self.training
+        self.eval()
+        values = [self.patchcls_agreement_of(pixels.to(self.patchcls_agreement.device)) for pixels in pixel_batches]
+        self.train(was_training)
+        if not values:
+            return {}
+        agreement = float(torch.cat(values).mean())
+        self.patchcls_agreement.fill_(agreement)
+        return {"patchcls_agreement": agreement, "selection": self.selection_source}
+
     # ------------------------------------------------------------ scores
     def _localise(self, visual: VisualOutput, kept: torch.Tensor | None, text: dict[str, torch.Tensor]) -> Localisation:
         """Cosine of each super-patch with each state / object text feature, max over the kept super-patches."""
@@ -441,16 +501,19 @@ class SVIP(CompositionModel):
 
     def loss(self, logits: BranchLogits, pair_targets: torch.Tensor, state_targets: torch.Tensor,
              object_targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """CE on the contextualised and the unedited pass, their Jensen-Shannon divergence (temperature
-        on the 100*cos logits) and the weighted BCE of PatchCls against the teacher's mask."""
+        """CE on the contextualised and the unedited pass, the released consistency term between their pair
+        predictions (consistency_kl on the unscaled cosines, T = consistency_temperature) and the weighted
+        BCE of PatchCls against the teacher's mask."""
         total, parts = super().loss(logits, pair_targets, state_targets, object_targets)
         original = logits.extras.get("original")
         if original is not None:
             original_total, original_parts = super().loss(original, pair_targets, state_targets, object_targets)
-            divergence = jensen_shannon(logits.pair / self.jsd_temperature, original.pair / self.jsd_temperature)
-            total = total + original_total + self.jsd_weight * divergence
+            # The pair logits are 100 * cos (plus the localisation term): back to cosine units first.
+            divergence = consistency_kl(logits.pair / LOGIT_SCALE, original.pair / LOGIT_SCALE,
+                                        self.consistency_temperature)
+            total = total + original_total + self.consistency_weight * divergence
             parts.update({f"original_{key}": value for key, value in original_parts.items()})
-            parts["jsd"] = float(divergence.detach())
+            parts["consistency"] = float(divergence.detach())
         patchcls_logits = logits.extras.get("patchcls_logits")
         teacher_kept = logits.extras.get("teacher_kept")
         if patchcls_logits is not None and teacher_kept is not None:
@@ -458,7 +521,7 @@ class SVIP(CompositionModel):
             total = total + self.patchcls_weight * bce
             parts["patchcls_bce"] = float(bce.detach())
             if self.training and torch.is_grad_enabled():
-                self.patchcls_steps += 1  # from now on PatchCls, not the teacher, selects at inference
+                self.patchcls_steps += 1  # counts PatchCls's training; selection waits for validation_checks
         return total, parts
 
     # ------------------------------------------------------------ explanations
@@ -476,8 +539,13 @@ class SVIP(CompositionModel):
             where = patch_index[image_index].cpu().numpy()[words]
             return np.stack([where // cols, where % cols], axis=1)
 
+        agreement = self.measured_agreement
         result: dict[str, Any] = {
             "selection": logits.extras.get("selection", self.selection_source),
+            # PatchCls's measured agreement with the teacher on validation images (None: never measured)
+            "patchcls_agreement": agreement,
+            "switch_agreement": self.switch_agreement,
+            "context_active": bool(self.context_embedding.any()),  # False: nothing is actually replaced
             "kept_mask": kept,  # [rows, cols] True = kept, False = replaced by the learned context
             "kept_count": int(kept.sum()),
             "super_patch_grid": np.array([rows, cols]),

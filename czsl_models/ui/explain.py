@@ -432,12 +432,27 @@ def svip_patches_visual(prediction: Prediction, photo: Image.Image) -> Visual | 
             if not mask[row, col]:
                 draw.rectangle(box, fill=REPLACED_COLOUR + (170,), outline=(255, 255, 255, 200))
     picture = Image.alpha_composite(view, shade).convert("RGB")
-    legend = [((255, 255, 255), f"kept as is ({int(mask.sum())})"),
-              (REPLACED_COLOUR, f"replaced: judged unrelated ({int((~mask).sum())})")]
+    explanations = prediction.explanations
+    active = bool(explanations.get("context_active", True))
+    by_student = explanations.get("selection") == "patchcls"
+    judged = "judged unrelated by a learned patch picker" if by_student else "least looked at by the network"
+    replaced = f"{'replaced' if active else 'would be replaced'}: {judged} ({int((~mask).sum())})"
+    legend = [((255, 255, 255), f"kept as is ({int(mask.sum())})"), (REPLACED_COLOUR, replaced)]
+    agreement = explanations.get("patchcls_agreement")
+    if by_student:
+        how = (f"A small learned patch picker chose the shaded parts; on validation photos {100 * float(agreement):.0f}% "
+               "of the parts it replaces are ones the network's own attention also ranks lowest.")
+    else:
+        how = "The shaded parts are those the network's attention (rollout over its layers) looked at least."
+        if agreement is not None:
+            how += (f" The learned patch picker is not used: it agreed with the attention on only "
+                    f"{100 * float(agreement):.0f}% of the replaced parts on validation photos.")
+    if not active:
+        how += " Nothing is replaced yet: this model is untrained, so it scores exactly as CLIP does."
     return Visual("Which parts of the photo were kept", compose_panels([("The photo as the model sees it", picture)],
                                                                        legend),
-                  "The model keeps the parts of the photo that matter (clear) and gives the parts it judged unrelated "
-                  "(shaded) a learned hint about states and objects instead.")
+                  "The model keeps the parts of the photo that matter (clear) and gives the other parts (shaded) a "
+                  "learned hint about states and objects instead. " + how)
 
 
 def _evidence_cells(prediction: Prediction) -> list[tuple[str, int, int]]:
