@@ -411,3 +411,39 @@ def test_app_checks_head_precision_at_start(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         app.parse_args([])
     assert "head precision must be one of auto, float32, bfloat16" in capsys.readouterr().err
+
+
+def test_released_dropouts_act_in_training_only(example_images):
+    """Word-embedding dropout (the preset's attr_dropout) and the stages' output dropout change training
+    forwards from call to call; in eval the model is deterministic and untrained equals CLIP."""
+    model = load_model("msci", backbone="tiny", train_states=TRAIN_STATES, train_objects=TRAIN_OBJECTS)
+    assert model.prompts.word_dropout == 0.3 and model.local_stage.output_dropout.p == 0.1
+    assert load_model("msci", backbone="tiny", preset="cgqa").prompts.word_dropout == 0.0
+    assert load_model("msci", backbone="tiny", word_dropout=0.0).prompts.word_dropout == 0.0
+    model.train()
+    text = [model.prompts.encode(VOCAB, "pair") for _ in range(2)]
+    assert not torch.allclose(text[0], text[1])
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model.prompts.encode(VOCAB, "pair"), model.prompts.encode(VOCAB, "pair"))
+    clip = load_model("clip", backbone="tiny").predict(example_images[:1], VOCAB)[0]
+    np.testing.assert_allclose(model.predict(example_images[:1], VOCAB)[0].scores, clip.scores, rtol=0, atol=1e-5)
+
+
+def test_open_world_score_weights_apply_to_open_world_vocabularies_only(example_images):
+    released = PRESETS["mit-states"].open_world_score_weights
+    assert released == (0.3, 0.7, 0.7) and PRESETS["ut-zappos"].open_world_score_weights == (1.0, 1.0, 1.0)
+    plain = perturbed_msci()
+    weighted = perturbed_msci(open_world_score_weights=list(released))
+    closed = Vocabulary.build("sleeping, shiny", "cat, rocket", pairs=["sleeping cat", "shiny rocket"])
+    assert VOCAB.open_world and not closed.open_world
+    assert weighted.score_weights_for(VOCAB) == released and weighted.score_weights_for(closed) == (1.0, 1.0, 1.0)
+    np.testing.assert_array_equal(plain.predict(example_images[:1], closed)[0].scores,
+                                  weighted.predict(example_images[:1], closed)[0].scores)
+    got = weighted.predict(example_images[:1], VOCAB)[0].scores
+    with torch.no_grad():
+        logits = plain.branch_logits(plain.encode_images(plain.backbone.preprocess_images(example_images[:1])), VOCAB)
+    state = 0.7 * logits.state[0].softmax(-1)[VOCAB.pair_states]
+    obj = 0.7 * logits.object[0].softmax(-1)[VOCAB.pair_objects]
+    np.testing.assert_allclose(got, (0.3 * logits.pair[0] + state * obj).numpy(), rtol=0, atol=1e-4)
+    assert not np.allclose(got, plain.predict(example_images[:1], VOCAB)[0].scores)

@@ -151,6 +151,8 @@ class CompositionModel(nn.Module, PyTorchModelHubMixin, library_name="czsl-model
         self.train_objects = list(train_objects or [])
         self.train_pairs = [list(pair) for pair in (train_pairs or [])]
         self.score_weights = tuple(score_weights or (1.0, 1.0, 1.0))
+        # Weights for open-world vocabularies (every state x object pair), when a recipe sets other ones.
+        self.open_world_score_weights: tuple[float, ...] | None = None
         self.loss_weights = tuple(loss_weights or (1.0, 1.0, 1.0))
         self.prompts = PromptEncoder(shared, self.train_states, self.train_objects, learnable=self.learnable_prompts)
         self.register_buffer("training_steps", torch.zeros((), dtype=torch.long))
@@ -235,7 +237,14 @@ class CompositionModel(nn.Module, PyTorchModelHubMixin, library_name="czsl-model
 
     def pair_scores(self, logits: BranchLogits, vocab: Vocabulary) -> torch.Tensor:
         """Inference scores [B, P] with this model's branch weights."""
-        return compose_pair_scores(logits, vocab, self.score_weights)
+        return compose_pair_scores(logits, vocab, self.score_weights_for(vocab))
+
+    def score_weights_for(self, vocab: Vocabulary) -> tuple[float, ...]:
+        """The (pair, state, object) inference weights for a vocabulary: the open-world ones when set and
+        the vocabulary holds every state x object pair, else score_weights."""
+        if vocab.open_world and self.open_world_score_weights is not None:
+            return self.open_world_score_weights
+        return self.score_weights
 
     def loss(self, logits: BranchLogits, pair_targets: torch.Tensor, state_targets: torch.Tensor,
              object_targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
@@ -300,7 +309,7 @@ class CompositionModel(nn.Module, PyTorchModelHubMixin, library_name="czsl-model
 
     def _score_parts(self, logits: BranchLogits, vocab: Vocabulary, b: int, indices: np.ndarray) -> dict[str, np.ndarray]:
         """How each top pair's score splits into the composition term and the state x object term."""
-        w_pair, w_state, w_object = self.score_weights
+        w_pair, w_state, w_object = self.score_weights_for(vocab)
         state_prob = (w_state * logits.state[b].float().softmax(-1)).cpu().numpy()
         object_prob = (w_object * logits.object[b].float().softmax(-1)).cpu().numpy()
         pair_logits = logits.pair[b].float().cpu().numpy()

@@ -64,22 +64,28 @@ class CrossAttention(nn.Module):
 
 
 class CrossAttentionLayer(nn.Module):
-    """Query rows attend to tokens (residual), then LN -> MLP(D->4D, QuickGELU, dropout) (residual)."""
+    """Query rows attend to tokens (residual), then LN -> MLP(D->4D, QuickGELU, dropout) (residual).
 
-    def __init__(self, dim: int, heads: int, dropout: float = 0.1, mlp_ratio: int = 4, key_dim: int | None = None) -> None:
+    `output_dropout` also drops the attention output and the MLP output before each residual sum, as
+    MSCI's released stage layers do (their attention projection has proj_drop and the MLP branch a
+    dropout); 0 keeps only the dropout inside the MLP. Dropout acts in training only."""
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.1, mlp_ratio: int = 4, key_dim: int | None = None,
+                 output_dropout: float = 0.0) -> None:
         super().__init__()
         self.attention = CrossAttention(dim, heads, key_dim)
         self.norm = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), QuickGELU(), nn.Dropout(dropout),
                                  nn.Linear(mlp_ratio * dim, dim))
+        self.output_dropout = nn.Dropout(output_dropout)
 
     def forward(self, queries: torch.Tensor, keys_values: tuple[torch.Tensor, torch.Tensor],
                 need_weights: bool = False, projected_queries: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Updated rows [B, T, D] (queries broadcast over the batch when [T, D]) and attention [B, T, N]."""
         attended, weights = self.attention(queries, keys_values, need_weights, projected_queries)
-        x = queries + attended
-        x = x + self.mlp(self.norm(x))
+        x = queries + self.output_dropout(attended)
+        x = x + self.output_dropout(self.mlp(self.norm(x)))
         return x, weights
 
 

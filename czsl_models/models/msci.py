@@ -71,14 +71,17 @@ class MsciPreset:
     weight_decay: float
     epochs: int
     batch_size: int
+    word_dropout: float  # the released attr_dropout, on the state/object word embeddings
+    open_world_score_weights: tuple[float, float, float]  # the released *-ow configs' inference weights
     lr_step_epochs: int = 5
     lr_gamma: float = 0.5
 
 
+# From the released configs (config/msci/<dataset>.yml and <dataset>-ow.yml).
 PRESETS: dict[str, MsciPreset] = {
-    "mit-states": MsciPreset(4, (1.0, 1.0, 1.0), "adam", 1e-4, 1e-5, 20, 64),
-    "ut-zappos": MsciPreset(3, (1.0, 1.0, 1.0), "adamw", 2.5e-4, 1e-5, 15, 48),
-    "cgqa": MsciPreset(4, (1.0, 0.1, 0.1), "adam", 1.25e-5, 1e-5, 15, 48),
+    "mit-states": MsciPreset(4, (1.0, 1.0, 1.0), "adam", 1e-4, 1e-5, 20, 64, 0.3, (0.3, 0.7, 0.7)),
+    "ut-zappos": MsciPreset(3, (1.0, 1.0, 1.0), "adamw", 2.5e-4, 1e-5, 15, 48, 0.3, (1.0, 1.0, 1.0)),
+    "cgqa": MsciPreset(4, (1.0, 0.1, 0.1), "adam", 1.25e-5, 1e-5, 15, 48, 0.0, (0.3, 0.7, 0.7)),
 }
 _PRESET_ALIASES = {"mitstates": "mit-states", "mit": "mit-states", "utzappos": "ut-zappos", "zappos": "ut-zappos",
                    "c-gqa": "cgqa"}
@@ -180,14 +183,18 @@ class MSCI(CompositionModel):
     the exact split of each row's logit into the prompt's own match, what stage 1 (local) added and
     what stage 2 (global) added (`logit_parts` names the columns; they sum to the logit the score
     used); `gate_composition`, `gate_state`, `gate_object` [k, 2] — the reconstructed gate's
-    (w_local, w_global) weights of the same rows, a secondary number (`gate_note`); `stage1_attention`, `stage2_attention` [grid_h, grid_w] — the head-mean
-    attention of the top pair's composition row over the patches in each stage (the share the CLS
+    (w_local, w_global) weights of the same rows, a secondary number (`gate_note`);
+    `stage1_attention`, `stage2_attention` [grid_h, grid_w] — the head-mean attention of the top pair's composition row over the patches in each stage (the share the CLS
     token gets is left out, so a map sums to at most 1).
 
     Config (config.json): `preset` ('mit-states', 'ut-zappos', 'cgqa': L = 4/3/4, loss weights, and
     `training_recipe()`), `aggregated_layers` (overrides L), `heads`, `dropout`, `mlp_ratio` (4 as
-    published), `disentangler_dropout`, `gate_hidden`, `use_adapters`, `adapter_bottleneck`, and
-    `chunk_size` (image-row pairs refined at once: bounds memory, never changes a score).
+    published; `dropout` also acts on each stage's attention and MLP outputs, as released),
+    `disentangler_dropout`, `gate_hidden`, `use_adapters`, `adapter_bottleneck`, `chunk_size`
+    (image-row pairs refined at once: bounds memory, never changes a score), `word_dropout` (the
+    released attr_dropout on the word embeddings while training; default: the preset's, 0.3/0.3/0)
+    and `open_world_score_weights` (inference weights for open-world vocabularies; the "paper"
+    recipe sets the released 0.3/0.7/0.7 on MIT-States and C-GQA; default: score_weights).
 
     Cost per image beyond the vision pass: about (P+A+O)·((4·mlp_ratio + 3)·D² + 4·N·D)
     multiply-adds for the two stages (the MLPs dominate; stage-1 query projections are cached with
@@ -207,11 +214,19 @@ class MSCI(CompositionModel):
                  score_weights: list[float] | None = None, loss_weights: list[float] | None = None,
                  preset: str = "mit-states", aggregated_layers: int | None = None, heads: int = 12,
                  dropout: float = 0.1, mlp_ratio: int = 4, disentangler_dropout: float = 0.5, gate_hidden: int = 64,
-                 use_adapters: bool = False, adapter_bottleneck: int = 64, chunk_size: int = 1024) -> None:
+                 use_adapters: bool = False, adapter_bottleneck: int = 64, chunk_size: int = 1024,
+                 word_dropout: float | None = None, open_world_score_weights: list[float] | None = None) -> None:
         preset_name, preset_values = resolve_preset(preset)
         super().__init__(backbone, train_states, train_objects, train_pairs, score_weights,
                          list(loss_weights) if loss_weights is not None else list(preset_values.loss_weights))
         self.preset = preset_name
+        self.prompts.word_dropout = float(preset_values.word_dropout if word_dropout is None else word_dropout)
+        if not 0.0 <= self.prompts.word_dropout < 1.0:
+            raise ValueError(f"word_dropout must be in [0, 1), got {word_dropout}")
+        if open_world_score_weights is not None:
+            if len(open_world_score_weights) != 3:
+                raise ValueError("open_world_score_weights needs three numbers: pair, state, object")
+            self.open_world_score_weights = tuple(float(w) for w in open_world_score_weights)
         depth = self.backbone.num_layers
         layers = int(preset_values.aggregated_layers if aggregated_layers is None else aggregated_layers)
         if not 1 <= layers <= depth:
@@ -228,8 +243,9 @@ class MSCI(CompositionModel):
         self.high_aggregator = LayerAggregator(layers, dim, dropout)
         self.local_norm = nn.LayerNorm(dim)
         self.global_norm = nn.LayerNorm(dim)
-        self.local_stage = CrossAttentionLayer(dim, self.heads, dropout, mlp_ratio)
-        self.global_stage = CrossAttentionLayer(dim, self.heads, dropout, mlp_ratio)
+        # As released: the stages also drop their attention and MLP outputs (stage_1/2_dropout, 0.1).
+        self.local_stage = CrossAttentionLayer(dim, self.heads, dropout, mlp_ratio, output_dropout=dropout)
+        self.global_stage = CrossAttentionLayer(dim, self.heads, dropout, mlp_ratio, output_dropout=dropout)
         self.gate = LocalGlobalGate(dim, gate_hidden)
         self.local_scale = nn.Parameter(torch.zeros(dim))  # λ1
         self.global_scale = nn.Parameter(torch.zeros(dim))  # λ2
@@ -241,7 +257,8 @@ class MSCI(CompositionModel):
     def training_recipe(self) -> dict[str, Any]:
         """The published optimiser settings of this model's preset (lr, epochs, batch size, ...)."""
         recipe = asdict(PRESETS[self.preset])
-        recipe.pop("aggregated_layers")
+        for key in ("aggregated_layers", "word_dropout", "open_world_score_weights"):
+            recipe.pop(key)
         recipe["loss_weights"] = list(self.loss_weights)
         return recipe
 

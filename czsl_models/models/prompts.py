@@ -30,10 +30,15 @@ class PromptEncoder(nn.Module):
     """Builds and encodes the prompts of one vocabulary for the three branches."""
 
     def __init__(self, backbone: Backbone, train_states: Sequence[str] = (), train_objects: Sequence[str] = (),
-                 learnable: bool = True) -> None:
+                 learnable: bool = True, word_dropout: float = 0.0) -> None:
         super().__init__()
+        if not 0.0 <= word_dropout < 1.0:
+            raise ValueError(f"word_dropout must be in [0, 1), got {word_dropout}")
         self.backbone = backbone
         self.learnable = learnable
+        # Dropout on the embeddings of the state and object words while training (CSP/Troika/MSCI's
+        # attr_dropout on their word embeddings); inference never drops anything.
+        self.word_dropout = float(word_dropout)
         self.prefix_ids = backbone.word_tokens(PROMPT_PREFIX)
         with torch.no_grad():
             prefix = backbone.embed_tokens(torch.tensor(self.prefix_ids)).cpu()
@@ -116,11 +121,17 @@ class PromptEncoder(nn.Module):
         device = embeddings.device
         context = self.context[branch_index].to(device).unsqueeze(0).expand(len(rows), -1, -1)
         embeddings = torch.cat([embeddings[:, :1], context, embeddings[:, 1 + n_prefix:]], dim=1)
+        word_positions = torch.zeros_like(slots, dtype=torch.bool)
+        for row, (ids, _) in enumerate(rows):
+            word_positions[row, 1 + n_prefix:1 + n_prefix + len(ids)] = True
         if self.learnable and (self.state_words or self.object_words):
             table = torch.cat([self.state_offsets, self.object_offsets,
                                self.state_offsets.new_zeros(1, self.state_offsets.shape[1])]).to(device)
             slots = torch.where(slots < 0, torch.full_like(slots, table.shape[0] - 1), slots).to(device)
             embeddings = embeddings + table[slots]
+        if self.training and self.word_dropout > 0:
+            dropped = torch.nn.functional.dropout(embeddings, self.word_dropout, training=True)
+            embeddings = torch.where(word_positions.to(device).unsqueeze(-1), dropped, embeddings)
         return embeddings, eot
 
     def cache_key(self, vocab: Vocabulary, branch: str) -> str:
@@ -139,6 +150,7 @@ class PromptEncoder(nn.Module):
     def encode(self, vocab: Vocabulary, branch: str) -> torch.Tensor:
         """Normalised text features [T, D] of one branch; cached unless gradients are needed."""
         use_cache = not (torch.is_grad_enabled() and any(t.requires_grad for t in self._text_parameters()))
+        use_cache = use_cache and not (self.training and self.word_dropout > 0)  # dropped-out rows are one-offs
         key = self.cache_key(vocab, branch) if use_cache else ""
         if use_cache:
             cached = self.backbone.text_cache.get(key)

@@ -185,7 +185,7 @@ class Refiner(CompositionModel):
                             pairs: np.ndarray) -> np.ndarray:
         """[len(pairs), 3]: each pair's score minus its score with one group's refined embedding removed
         (state, object, composition; text fusion and disentanglers kept). All 0 when untrained."""
-        w_pair, w_state, w_object = self.score_weights
+        w_pair, w_state, w_object = self.score_weights_for(vocab)
         b = image_index
         state_index = torch.as_tensor(vocab.pair_states[pairs], device=logits.state.device)
         object_index = torch.as_tensor(vocab.pair_objects[pairs], device=logits.object.device)
