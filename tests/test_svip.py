@@ -407,3 +407,28 @@ def test_patch_overlay_says_who_chose_the_replaced_patches(example_images):
     trusted = _with_context(_svip(), patchcls_trained=True).predict(photo, VOCAB)[0]
     assert trusted.explanations["selection"] == "patchcls"
     assert "learned patch picker chose" in svip_patches_visual(trusted, photo).caption
+
+
+def test_teacher_scores_are_remembered_per_training_image(monkeypatch):
+    """A batch seen before skips the attention maps (the costly part of the teacher) and gets the same scores."""
+    torch.manual_seed(0)
+    model = _svip(train_states=TRAIN_STATES, train_objects=TRAIN_OBJECTS, train_pairs=TRAIN_PAIRS).train()
+    pixels = torch.randn(3, 3, 224, 224)
+    calls = []
+    encode = model.backbone.encode_image
+
+    def counting(*args, **kwargs):
+        calls.append(bool(kwargs.get("attention")))
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(model.backbone, "encode_image", counting)
+    first = model.encode_images(pixels)
+    assert calls[0] is True
+    calls.clear()
+    second = model.encode_images(pixels)
+    assert True not in calls  # no attention maps: the teacher's scores came from memory
+    assert torch.equal(first.teacher_scores, second.teacher_scores)
+    assert torch.equal(first.original.cls, second.original.cls)
+    calls.clear()
+    model.encode_images(torch.cat([pixels[:2], torch.randn(1, 3, 224, 224)]))  # one new image: full teacher pass
+    assert calls[0] is True

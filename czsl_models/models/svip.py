@@ -33,7 +33,9 @@ Costs and choices (see docs/models.md, "SVIP, adapted"):
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterable, Sequence
 
@@ -54,6 +56,8 @@ DEFAULT_KEEP_RATIO = 0.82
 TEACHER_CHUNK = 16  # images per unedited pass with attention maps (bounds their memory)
 # PatchCls replaces super-patches only once most of those it replaces are ones the teacher replaces too.
 DEFAULT_SWITCH_AGREEMENT = 0.5
+# Teacher scores remembered per training image (N floats each, 64 on ViT-L/14: ~30 MB at this bound).
+TEACHER_MEMO_IMAGES = 50_000
 
 
 class SuperPatchGrid:
@@ -270,6 +274,7 @@ class SVIP(CompositionModel):
         # PatchCls's agreement with the teacher on validation images (replaced_agreement); -1: never measured.
         self.register_buffer("patchcls_agreement", torch.full((), -1.0))
         self._context_stale = False
+        self._teacher_memo: OrderedDict[bytes, torch.Tensor] = OrderedDict()  # see _unedited_pass
 
     # ------------------------------------------------------------ state
     @property
@@ -340,8 +345,36 @@ class SVIP(CompositionModel):
         wants_attention = self.selection_source == "teacher" or (explain and self.explain_teacher_map)
         return VisualRequest(layers=(self.backbone.num_layers,), attention=wants_attention, patch_embeddings=True)
 
-    def _unedited_pass(self, pixels: torch.Tensor, attention: bool) -> tuple[VisualOutput, torch.Tensor | None]:
-        """The plain vision pass (last block's tokens, patch embeddings) and, on request, the teacher's scores."""
+    def _unedited_pass(self, pixels: torch.Tensor, attention: bool,
+                       memo: bool = False) -> tuple[VisualOutput, torch.Tensor | None]:
+        """The plain vision pass (last block's tokens, patch embeddings) and, on request, the teacher's scores.
+
+        With `memo` (training and validation checks), teacher scores are remembered per image: they depend
+        only on the frozen backbone and the pixels, so when every image of the batch was seen before
+        (the same unaugmented image in a later epoch) the pass runs without attention maps, which cost
+        about as much again as the pass itself."""
+        keys = None
+        if attention and memo:
+            keys = self._teacher_keys(pixels)
+            known = [self._teacher_memo.get(key) for key in keys]
+            if all(score is not None for score in known):
+                visual, _ = self._unedited_pass(pixels, attention=False)
+                return visual, torch.stack(known).to(visual.cls.device)
+        visual, scores = self._plain_or_teacher_pass(pixels, attention)
+        if keys is not None:
+            for key, score in zip(keys, scores.detach().cpu()):
+                self._teacher_memo[key] = score
+                self._teacher_memo.move_to_end(key)
+            while len(self._teacher_memo) > TEACHER_MEMO_IMAGES:
+                self._teacher_memo.popitem(last=False)
+        return visual, scores
+
+    def _teacher_keys(self, pixels: torch.Tensor) -> list[bytes]:
+        """One key per image: a digest of its pixels (the backbone is this model's, fixed and frozen)."""
+        flat = pixels.detach().to("cpu", torch.float32).contiguous().numpy()
+        return [hashlib.blake2b(image.tobytes(), digest_size=16).digest() for image in flat]
+
+    def _plain_or_teacher_pass(self, pixels: torch.Tensor, attention: bool) -> tuple[VisualOutput, torch.Tensor | None]:
         last = self.backbone.num_layers
         chunk = TEACHER_CHUNK if attention else max(1, pixels.shape[0])
         cls, tokens, patches, scores = [], [], [], []
@@ -365,7 +398,7 @@ class SVIP(CompositionModel):
         contextualise = (self.training and self.context_generator is not None) or bool(context.detach().any())
         wants_teacher = selection == "teacher" or (explain and self.explain_teacher_map)
         if not contextualise:
-            visual, teacher_scores = self._unedited_pass(pixels, attention=wants_teacher)
+            visual, teacher_scores = self._unedited_pass(pixels, attention=wants_teacher, memo=self.training)
             patchcls_logits = None
             if selection == "patchcls" or self.training:
                 patchcls_logits = self.patch_classifier(self.grid.concat(visual.patch_embeddings))
@@ -375,7 +408,7 @@ class SVIP(CompositionModel):
                               teacher_scores=teacher_scores, patchcls_logits=patchcls_logits)
         original, teacher_scores = None, None
         if wants_teacher:
-            original, teacher_scores = self._unedited_pass(pixels, attention=True)
+            original, teacher_scores = self._unedited_pass(pixels, attention=True, memo=self.training)
         recorded: dict[str, torch.Tensor] = {}
 
         def contextualise_patches(patches: torch.Tensor) -> torch.Tensor:
@@ -422,7 +455,7 @@ class SVIP(CompositionModel):
     def patchcls_agreement_of(self, pixels: torch.Tensor) -> torch.Tensor:
         """Per image [B]: the share of the super-patches PatchCls would replace that the teacher replaces too
         (on the unedited pass, where both look)."""
-        visual, teacher_scores = self._unedited_pass(pixels, attention=True)
+        visual, teacher_scores = self._unedited_pass(pixels, attention=True, memo=True)
         student_scores = self.patch_classifier(self.grid.concat(visual.patch_embeddings))
         return replaced_agreement(student_scores, teacher_scores, self.num_kept)
 
