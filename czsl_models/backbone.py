@@ -121,6 +121,9 @@ class VisualOutput:
     layer_tokens: dict[int, torch.Tensor] = field(default_factory=dict)  # block i (1-based) -> [B, T, D]
     attentions: list[torch.Tensor] = field(default_factory=list)  # per block, [B, heads, T, T]
     patch_embeddings: torch.Tensor | None = None  # [B, N, W] input patch embeddings (before CLS/pos)
+    # Per-image values a model derives from this pass ([B, ...], e.g. SVIP's teacher scores); the
+    # feature cache stores them with the pass.
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def detach(self) -> "VisualOutput":
         """A copy without autograd history (for caching)."""
@@ -129,6 +132,7 @@ class VisualOutput:
             layer_tokens={k: v.detach() for k, v in self.layer_tokens.items()},
             attentions=[a.detach() for a in self.attentions],
             patch_embeddings=None if self.patch_embeddings is None else self.patch_embeddings.detach(),
+            extras={k: v.detach() for k, v in self.extras.items()},
         )
 
 

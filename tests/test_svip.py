@@ -432,3 +432,33 @@ def test_teacher_scores_are_remembered_per_training_image(monkeypatch):
     calls.clear()
     model.encode_images(torch.cat([pixels[:2], torch.randn(1, 3, 224, 224)]))  # one new image: full teacher pass
     assert calls[0] is True
+
+
+def test_fast_svip_trains_from_cached_outputs_with_the_teachers_scores(tmp_path):
+    """train_context=False: the feature cache keeps the teacher's scores beside the pass, and a training
+    step from the cache gives the same loss as one from the pixels."""
+    from czsl_models.data import load_dataset
+    from czsl_models.training.feature_cache import build_feature_cache, model_trains_from_cache
+
+    dataset = load_dataset("synthetic:shapes?num_states=3&num_objects=3&images_per_pair=2")
+    samples = list(dataset.splits["train"])[:4]
+    model = _svip(train_states=list(dataset.states), train_objects=list(dataset.objects),
+                  train_pairs=[list(p) for p in dataset.train_pairs], train_context=False)
+    assert model.context_generator is None and model_trains_from_cache(model)
+    assert model_trains_from_cache(_svip(train_states=TRAIN_STATES, train_objects=TRAIN_OBJECTS)) is False
+    cache = build_feature_cache(model, dataset, samples, cache_root=tmp_path, dtype="float32")
+    assert set(cache.extras) == {"teacher_scores"} and cache.extras["teacher_scores"].shape == (4, 64)
+    vocab = Vocabulary.build(list(dataset.states), list(dataset.objects),
+                             pairs=[" ".join(p) for p in dataset.train_pairs])
+    pair_index = {pair: i for i, pair in enumerate(vocab.pair_names())}
+    targets = (torch.tensor([pair_index[(s.state, s.object)] for s in samples]),
+               torch.tensor([vocab.states.index(s.state) for s in samples]),
+               torch.tensor([vocab.objects.index(s.object) for s in samples]))
+    model.train()
+    cached_loss, cached_parts = model.loss(model(None, vocab, visual=cache.batch(range(4), "cpu")), *targets)
+    pixels = model.backbone.preprocess_images([dataset.load_image(s) for s in samples])
+    pixel_loss, pixel_parts = model.loss(model(pixels, vocab), *targets)
+    assert "patchcls_bce" in cached_parts and "original_pair" not in cached_parts
+    assert cached_loss.item() == pytest.approx(pixel_loss.item(), rel=1e-4)
+    cached_loss.backward()
+    assert model.patch_classifier.mlp[1].weight.grad.abs().sum() > 0

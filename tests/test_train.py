@@ -338,6 +338,10 @@ def test_epoch_order_and_shards():
     first = epoch_batches(10, 4, seed=1, epoch=0)
     assert first == epoch_batches(10, 4, seed=1, epoch=0) != epoch_batches(10, 4, seed=1, epoch=1)
     assert sorted(i for batch in first for i in batch) == list(range(10)) and [len(b) for b in first] == [4, 4, 2]
+    # A final batch of one image joins the one before it (BatchNorm cannot train on one image).
+    merged = epoch_batches(9, 4, seed=1, epoch=0)
+    assert [len(b) for b in merged] == [4, 5] and sorted(i for batch in merged for i in batch) == list(range(9))
+    assert [len(b) for b in epoch_batches(1, 4, seed=1, epoch=0)] == [1]  # nothing to merge with
     assert shard_batch([5, 6, 7], 0, 2) == [5, 7] and shard_batch([5, 6, 7], 1, 2) == [6]
     assert shard_batch([9], 1, 2) == [9]
 

@@ -25,6 +25,9 @@ Costs and choices (see docs/models.md, "SVIP, adapted"):
   it needs an extra, unedited pass with attention maps (about 2.2x the CLIP cost in total).
 - Trained with the teacher (PatchCls never trained): an unedited pass with attention, then the
   contextualised pass.
+- `train_context=False` (the "fast" preset): e stays zero, so no pass backpropagates through the ViT
+  and the model trains from cached backbone outputs, the teacher's scores cached beside them
+  (VisualOutput.extras); prompts, PatchCls, localisation and beta still learn.
 - Training: the unedited pass runs without gradients (frozen backbone, nothing learned before
   it) in chunks, so the per-block attention maps never all sit in memory for a large batch; the
   contextualised pass backpropagates through the ViT into e. The teacher's mask picks the
@@ -243,7 +246,7 @@ class SVIP(CompositionModel):
                  score_weights: list[float] | None = None, loss_weights: list[float] | None = None,
                  keep_ratio: float = DEFAULT_KEEP_RATIO, patchcls_hidden: int = 512, patchcls_weight: float = 3.0,
                  consistency_weight: float = 1.0, consistency_temperature: float = 20.0,
-                 switch_agreement: float = DEFAULT_SWITCH_AGREEMENT) -> None:
+                 switch_agreement: float = DEFAULT_SWITCH_AGREEMENT, train_context: bool = True) -> None:
         super().__init__(backbone, train_states, train_objects, train_pairs, score_weights, loss_weights)
         if not 0.0 < float(keep_ratio) <= 1.0:
             raise ValueError(f"keep_ratio must be in (0, 1], got {keep_ratio}")
@@ -261,8 +264,12 @@ class SVIP(CompositionModel):
         self.switch_agreement = float(switch_agreement)
         self.patch_classifier = PatchClassifier(shared.width, patchcls_hidden)
         self.context_words = self.train_states + self.train_objects
+        # Without train_context (the "fast" preset) e stays zero: no pass backpropagates through the ViT,
+        # so the model trains from cached backbone outputs (with the teacher's scores cached beside them).
+        self.train_context = bool(train_context)
+        self.needs_pixels_for_training = self.train_context
         self.context_generator = (ContextEmbedding(len(self.context_words), shared.embed_dim, shared.width)
-                                  if self.context_words else None)
+                                  if self.context_words and self.train_context else None)
         # The computed e, saved with the weights so inference never needs the training words.
         self.register_buffer("context_embedding", torch.zeros(SUB_PATCHES, shared.width))
         self.localisation = nn.Linear(shared.embed_dim, shared.embed_dim)
@@ -343,6 +350,10 @@ class SVIP(CompositionModel):
         if bool(self.context_embedding.any()):
             return VisualRequest()
         wants_attention = self.selection_source == "teacher" or (explain and self.explain_teacher_map)
+        if not explain and not self.train_context:
+            # A cacheable request: encode_images computes the teacher's scores itself and returns them in
+            # VisualOutput.extras, which the feature cache keeps (the attention maps are never stored).
+            wants_attention = False
         return VisualRequest(layers=(self.backbone.num_layers,), attention=wants_attention, patch_embeddings=True)
 
     def _unedited_pass(self, pixels: torch.Tensor, attention: bool,
@@ -398,6 +409,8 @@ class SVIP(CompositionModel):
         contextualise = (self.training and self.context_generator is not None) or bool(context.detach().any())
         wants_teacher = selection == "teacher" or (explain and self.explain_teacher_map)
         if not contextualise:
+            # Without a trainable context the teacher's scores are BCE targets too (and cached as such).
+            wants_teacher = wants_teacher or not self.train_context
             visual, teacher_scores = self._unedited_pass(pixels, attention=wants_teacher, memo=self.training)
             patchcls_logits = None
             if selection == "patchcls" or self.training:
@@ -405,7 +418,8 @@ class SVIP(CompositionModel):
             chooser = teacher_scores if selection == "teacher" else patchcls_logits
             return SvipVisual(cls=visual.cls, layer_tokens=visual.layer_tokens, patch_embeddings=visual.patch_embeddings,
                               kept=top_mask(chooser.detach(), self.num_kept), selection=selection,
-                              teacher_scores=teacher_scores, patchcls_logits=patchcls_logits)
+                              teacher_scores=teacher_scores, patchcls_logits=patchcls_logits,
+                              extras={} if teacher_scores is None else {"teacher_scores": teacher_scores})
         original, teacher_scores = None, None
         if wants_teacher:
             original, teacher_scores = self._unedited_pass(pixels, attention=True, memo=self.training)
@@ -434,13 +448,20 @@ class SVIP(CompositionModel):
     def _from_shared_pass(self, visual: VisualOutput, pixels: torch.Tensor | None, explain: bool) -> SvipVisual:
         """SVIP's view of a pass made for several models (Compare), or a fresh one from the pixels."""
         last = self.backbone.num_layers
-        selection = self.selection_source
-        usable = (not self.training and not bool(self._context_vector().any()) and last in visual.layer_tokens
-                  and (bool(visual.attentions) if selection == "teacher" else visual.patch_embeddings is not None))
+        selection = "teacher" if self.training else self.selection_source
+        cached_teacher = visual.extras.get("teacher_scores")  # from the feature cache
+        has_teacher = bool(visual.attentions) or cached_teacher is not None
+        # Training from a cached pass is possible only without a trainable context (nothing edits the input).
+        context_free = not bool(self._context_vector().any()) and not (self.training and self.context_generator)
+        usable = (context_free and last in visual.layer_tokens
+                  and (has_teacher if selection == "teacher" else visual.patch_embeddings is not None)
+                  and (not self.training or (cached_teacher is not None and visual.patch_embeddings is not None)))
         if usable:
-            teacher_scores = teacher_super_patch_scores(visual.attentions, self.grid) if visual.attentions else None
+            teacher_scores = (cached_teacher if cached_teacher is not None
+                              else teacher_super_patch_scores(visual.attentions, self.grid) if visual.attentions else None)
             patchcls_logits = (self.patch_classifier(self.grid.concat(visual.patch_embeddings))
-                               if visual.patch_embeddings is not None and selection == "patchcls" else None)
+                               if visual.patch_embeddings is not None and (selection == "patchcls" or self.training)
+                               else None)
             chooser = teacher_scores if selection == "teacher" else patchcls_logits
             return SvipVisual(cls=visual.cls, layer_tokens=visual.layer_tokens, patch_embeddings=visual.patch_embeddings,
                               kept=top_mask(chooser, self.num_kept), selection=selection,

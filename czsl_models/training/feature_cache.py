@@ -25,7 +25,7 @@ import os
 import shutil
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -115,6 +115,7 @@ class CachedFeatures:
     cls: np.ndarray  # [N, D] float32
     layer_tokens: dict[int, np.ndarray]  # block -> [N, T, D]
     patch_embeddings: np.ndarray | None  # [N, Np, W]
+    extras: dict[str, np.ndarray] = field(default_factory=dict)  # name -> [N, ...] float32 (VisualOutput.extras)
 
     @property
     def num_images(self) -> int:
@@ -132,6 +133,7 @@ class CachedFeatures:
             cls=take(self.cls),
             layer_tokens={layer: take(tokens) for layer, tokens in self.layer_tokens.items()},
             patch_embeddings=None if self.patch_embeddings is None else take(self.patch_embeddings),
+            extras={name: take(values) for name, values in self.extras.items()},
         )
 
     @classmethod
@@ -144,7 +146,8 @@ class CachedFeatures:
 
         layers = {int(layer): load(f"layer_{layer}") for layer in meta["layers"]}
         patches = load("patch_embeddings") if meta["patch_embeddings"] else None
-        features = cls(path=path, cls=load("cls"), layer_tokens=layers, patch_embeddings=patches)
+        extras = {name: load(f"extra_{name}") for name in meta.get("extras", [])}
+        features = cls(path=path, cls=load("cls"), layer_tokens=layers, patch_embeddings=patches, extras=extras)
         if features.num_images != meta["num_images"]:
             raise OSError(f"feature cache {path} is inconsistent; delete it to rebuild")
         return features
@@ -216,6 +219,7 @@ def build_feature_cache(
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
     try:
         writer = _FieldWriter(staging, len(samples), CACHE_DTYPES[dtype])
+        extra_names: set[str] = set()
         was_training = model.training
         model.eval()
         try:
@@ -230,13 +234,17 @@ def build_feature_cache(
                         writer.write(f"layer_{layer}", start, visual.layer_tokens[layer])
                     if request.patch_embeddings:
                         writer.write("patch_embeddings", start, visual.patch_embeddings)
+                    for name, values in visual.extras.items():
+                        writer.write(f"extra_{name}", start, values, dtype=np.float32)
+                        extra_names.add(name)
                     if progress is not None:
                         progress(indices[-1] + 1, len(samples))
         finally:
             model.train(was_training)
             writer.close()
         meta = {"version": CACHE_FORMAT_VERSION, "num_images": len(samples), "layers": list(request.layers),
-                "patch_embeddings": request.patch_embeddings, "dtype": dtype, "backbone": model.backbone.name,
+                "patch_embeddings": request.patch_embeddings, "extras": sorted(extra_names), "dtype": dtype,
+                "backbone": model.backbone.name,
                 "dataset": dataset.name}
         (staging / META_NAME).write_text(json.dumps(meta, indent=2))
         try:

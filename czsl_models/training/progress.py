@@ -71,6 +71,10 @@ def format_epoch_line(epoch: int, metrics: dict[str, Any]) -> str:
     if validation:
         text += (f" | val S {100 * validation['best_seen']:.2f} U {100 * validation['best_unseen']:.2f} "
                  f"HM {100 * validation['best_hm']:.2f} AUC {100 * validation['AUC']:.2f}")
+    agreement = (metrics.get("checks") or {}).get("patchcls_agreement")
+    if agreement is not None:
+        text += (f" | PatchCls agrees with the teacher on {100 * agreement:.0f}% of replaced patches "
+                 f"(selects: {metrics['checks'].get('selection', '?')})")
     if metrics.get("best"):
         text += "  (best so far, saved)"
     return text

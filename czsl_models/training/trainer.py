@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import threading
 import time
@@ -29,6 +28,7 @@ from typing import Any, Sequence
 from .config import (
     HEADLINE_METRICS,
     RESUME_FIXED,
+    Recipe,
     TrainConfig,
     TrainError,
     check_config,
@@ -54,12 +54,37 @@ def _mix_seed(*parts: Any) -> int:
 
 
 def epoch_batches(num_images: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """The global batches of an epoch: a permutation drawn from (seed, epoch), cut into batches."""
+    """The global batches of an epoch: a permutation drawn from (seed, epoch), cut into batches. A final
+    batch of one image joins the batch before it: BatchNorm (the disentanglers') cannot train on one
+    image, so that step would train a function inference never uses."""
     import torch
 
     generator = torch.Generator().manual_seed(_mix_seed("order", seed, epoch))
     order = torch.randperm(num_images, generator=generator).tolist()
-    return [order[start:start + batch_size] for start in range(0, num_images, batch_size)]
+    batches = [order[start:start + batch_size] for start in range(0, num_images, batch_size)]
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches[-2].extend(batches.pop())
+    return batches
+
+
+def build_optimizer(model, recipe: Recipe) -> tuple[Any, Any]:
+    """The recipe's optimiser over the model's trainable parameters and its StepLR schedule (None when
+    the recipe keeps the learning rate constant)."""
+    import torch
+
+    optimizer_class = torch.optim.AdamW if recipe.optimizer == "adamw" else torch.optim.Adam
+    optimizer = optimizer_class(model.trainable_parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    scheduler = (torch.optim.lr_scheduler.StepLR(optimizer, recipe.lr_step, recipe.lr_gamma)
+                 if recipe.lr_step > 0 else None)
+    return optimizer, scheduler
+
+
+def training_transform(preset: str, backbone) -> Any:
+    """The training images' transform: the released augmentation under "paper", the backbone's own
+    preprocessing (no augmentation, so backbone outputs can be cached) under "fast"."""
+    from .transforms import training_augmentation
+
+    return training_augmentation(backbone) if preset == "paper" else backbone.preprocess
 
 
 def shard_batch(batch: Sequence[int], rank: int, world: int) -> list[int]:
@@ -248,10 +273,7 @@ class _Run:
                     notify(self.callback, "on_end", result)
                 return result
 
-        optimizer_class = torch.optim.AdamW if self.recipe.optimizer == "adamw" else torch.optim.Adam
-        optimizer = optimizer_class(model.trainable_parameters(), lr=self.recipe.lr, weight_decay=self.recipe.weight_decay)
-        scheduler = (torch.optim.lr_scheduler.StepLR(optimizer, self.recipe.lr_step, self.recipe.lr_gamma)
-                     if self.recipe.lr_step > 0 else None)
+        optimizer, scheduler = build_optimizer(model, self.recipe)
         self.raw_optimizer, self.scheduler = optimizer, scheduler
         self.step_module, self.optimizer = accelerator.prepare(_make_loss_module(model, self.vocab), optimizer)
         if loaded is not None:
@@ -264,7 +286,7 @@ class _Run:
         elif config.resume:
             self._message(f"Nothing to resume in {self.out}; starting a new run.")
 
-        self.steps_per_epoch = math.ceil(len(self.train_samples) / self.recipe.batch_size)
+        self.steps_per_epoch = len(epoch_batches(len(self.train_samples), self.recipe.batch_size, config.seed, 0))
         self._start_tracking()
         if accelerator.num_processes > 1:
             self._message(f"Training on {accelerator.num_processes} processes ({accelerator.device.type}); each "
@@ -308,11 +330,10 @@ class _Run:
     # ---------------------------------------------------------------- epochs
     def _pixel_source(self, batches: list[list[int]], epoch: int):
         from ..data.pixels import PixelSamples, default_num_workers, pixel_batches
-        from .transforms import training_augmentation
 
         backbone = self.model.backbone
         augment = self.config.preset == "paper"
-        transform = training_augmentation(backbone) if augment else backbone.preprocess
+        transform = training_transform(self.config.preset, backbone)
         samples = PixelSamples(self.dataset, self.train_samples, transform, augment=augment, seed=self.config.seed)
         workers = (self.config.num_workers if self.config.num_workers is not None
                    else default_num_workers(len(self.train_samples), self.accelerator.device))
@@ -381,6 +402,9 @@ class _Run:
                                  "training_steps": state.global_step}
         best = False
         if self.accelerator.is_main_process:
+            checks = self._model_checks()  # first: SVIP's checks decide how it selects patches when validated
+            if checks:
+                entry["checks"] = checks
             metrics = self._validate()
             entry["validation"] = _headline(metrics)
             score = None if metrics is None else float(metrics["AUC"])
@@ -403,6 +427,21 @@ class _Run:
 
     def _validate(self) -> dict[str, Any] | None:
         return self._evaluate("val")
+
+    def _model_checks(self) -> dict[str, Any]:
+        """The model's own checks on the validation images (SVIP: PatchCls's agreement with its teacher,
+        which decides whether PatchCls may select at inference); {} for models without any."""
+        from ..data.pixels import PixelSamples, pixel_batches
+        from ..models.base import CompositionModel
+
+        model = self.model
+        samples = list(self.dataset.splits["val"])
+        if type(model).validation_checks is CompositionModel.validation_checks or not samples:
+            return {}
+        size = self.config.eval_batch_size
+        batches = [list(range(start, min(start + size, len(samples)))) for start in range(0, len(samples), size)]
+        source = pixel_batches(PixelSamples(self.dataset, samples, model.backbone.preprocess), batches, 0)
+        return model.validation_checks(pixels for pixels, _ in source)
 
     def _phase_evaluable(self, phase: str) -> bool:
         """True when a split has images of seen and unseen pairs (else a message says why not)."""

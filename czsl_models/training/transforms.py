@@ -17,14 +17,29 @@ def _normalize_stats(preprocess) -> tuple[list[float], list[float]]:
 
 
 def training_augmentation(backbone) -> Callable:
-    """The published training transform (CSP/Troika/MSCI): random resized crop (bicubic), horizontal
-    flip, then the backbone's normalisation."""
+    """The released training transform of the CLIP-based models (MSCI `dataset.py`, CSP
+    `datasets/composition_dataset.py`): Resize (bicubic) -> CenterCrop -> RandomHorizontalFlip ->
+    RandomPerspective -> RandomRotation(5) -> the backbone's normalisation. Their RandomResizedCrop
+    belongs to their ImageNet-backbone branch only; it would crop away the size and context cues
+    that states need."""
     from torchvision import transforms
 
     mean, std = _normalize_stats(backbone.preprocess)
+    size = backbone.image_size
+    # An int resizes the shorter side (aspect kept) as released; a (h, w) pair would squash the photo.
+    side = size if isinstance(size, int) else min(size)
     return transforms.Compose([
-        transforms.RandomResizedCrop(backbone.image_size, interpolation=transforms.InterpolationMode.BICUBIC),
+        transforms.Resize(side, interpolation=transforms.InterpolationMode.BICUBIC),
+        transforms.CenterCrop(size),
         transforms.RandomHorizontalFlip(),
+        transforms.RandomPerspective(),
+        transforms.RandomRotation(degrees=5),
+        transforms.Lambda(_rgb),
         transforms.ToTensor(),
         transforms.Normalize(mean, std),
     ])
+
+
+def _rgb(image):
+    """RGB after the geometric steps (as released); a picklable function for data-loader workers."""
+    return image.convert("RGB")

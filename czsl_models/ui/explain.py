@@ -447,7 +447,10 @@ def svip_patches_visual(prediction: Prediction, photo: Image.Image) -> Visual | 
         if agreement is not None:
             how += (f" The learned patch picker is not used: it agreed with the attention on only "
                     f"{100 * float(agreement):.0f}% of the replaced parts on validation photos.")
-    if not active:
+    if not active and prediction.trained:
+        how += (" Nothing is actually replaced: this model was trained with the quick recipe, which does not "
+                "learn the hint, so the shaded parts are only marked.")
+    elif not active:
         how += " Nothing is replaced yet: this model is untrained, so it scores exactly as CLIP does."
     return Visual("Which parts of the photo were kept", compose_panels([("The photo as the model sees it", picture)],
                                                                        legend),
