@@ -2,7 +2,7 @@
 shapes, untrained (the CLIP baseline) and after one default training run, with the run's time.
 
 The defaults are what the app's Train tab and `python -m czsl_models train` use: the "fast" preset and
-the recipe for `synthetic:shapes` (czsl_models.train.resolve_recipe). Times depend on the machine and
+the recipe for `synthetic:shapes` (czsl_models.training.config.resolve_recipe). Times depend on the machine and
 on what else runs on it, so the 1-minute load average is printed with every run.
 
     python benchmarks/training_learns.py                    # all three models, tiny backbone
@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from czsl_models.data import load_dataset  # noqa: E402
-from czsl_models.model_eval import evaluate_model  # noqa: E402
+from czsl_models.evaluation import evaluate_model  # noqa: E402
 from czsl_models.registry import load_model  # noqa: E402
-from czsl_models.train import TrainConfig, train  # noqa: E402
+from czsl_models.training import TrainConfig, train  # noqa: E402
 
 MODELS = ("msci", "refiner", "svip")
 DATASET = "synthetic:shapes"

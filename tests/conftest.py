@@ -54,6 +54,8 @@ def served_app(root: Path, **launch_extra):
         patch.setenv("CZSL_WEIGHTS_DIR", str(root / "weights"))
         patch.setenv("CZSL_DATA_DIR", str(root / "datasets"))
         patch.setenv("CZSL_CACHE_DIR", str(root / "cache"))
+        # The app tests check the wiring with one-epoch runs: a quarter of the default shapes is enough.
+        patch.setattr("czsl_models.ui.datasets.SYNTHETIC_SPEC", "synthetic:shapes?images_per_pair=5")
         from czsl_models.ui import create_app, launch_options
 
         demo, state = create_app("tiny")

@@ -350,7 +350,7 @@ def test_synthetic_shapes_are_deterministic_and_split_with_unseen_pairs() -> Non
     assert {s for s, _ in train} == set(dataset.states) and {o for _, o in train} == set(dataset.objects)
     assert dataset.unseen_pairs("val") and dataset.unseen_pairs("test")
     total = sum(len(samples) for samples in dataset.splits.values())
-    assert total == 40 * 5
+    assert total == 40 * 20  # 20 images per pair by default
 
 
 def test_synthetic_options_from_query_and_keywords() -> None:

@@ -462,3 +462,23 @@ def test_fast_svip_trains_from_cached_outputs_with_the_teachers_scores(tmp_path)
     assert cached_loss.item() == pytest.approx(pixel_loss.item(), rel=1e-4)
     cached_loss.backward()
     assert model.patch_classifier.mlp[1].weight.grad.abs().sum() > 0
+
+
+def test_trainer_records_patchcls_agreement_each_epoch(tmp_path):
+    """After each epoch the trainer measures PatchCls against the teacher on the validation images; the
+    number is in the epoch record, the CLI line and the saved checkpoint, and decides who selects."""
+    from czsl_models.training import TrainConfig, train
+    from czsl_models.training.progress import format_epoch_line
+
+    config = TrainConfig(model="svip", dataset="synthetic:shapes?num_states=3&num_objects=3&images_per_pair=2",
+                         out=str(tmp_path / "run"), backbone="tiny", epochs=1, lr=1e-3, batch_size=4,
+                         cache_dir=str(tmp_path / "cache"), cpu=True, test_at_end=False)
+    result = train(config)
+    checks = result.history[0]["checks"]
+    assert 0.0 <= checks["patchcls_agreement"] <= 1.0
+    expected = "patchcls" if checks["patchcls_agreement"] >= 0.5 else "teacher"
+    assert checks["selection"] == expected
+    assert "PatchCls agrees with the teacher" in format_epoch_line(1, result.history[0])
+    loaded = load_model("svip", checkpoint=tmp_path / "run")
+    assert loaded.measured_agreement == pytest.approx(checks["patchcls_agreement"])
+    assert loaded.selection_source == expected and loaded.train_context is False  # the fast preset

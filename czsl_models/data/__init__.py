@@ -26,7 +26,7 @@ Three layouts load into one `CompositionDataset`:
   half for test) while every state and object keeps a training pair, and the images of the
   seen pairs are split 80/10/10.
 
-* **synthetic**: ``synthetic:shapes[?images_per_pair=5&seed=0&...]``, coloured / textured /
+* **synthetic**: ``synthetic:shapes[?images_per_pair=20&seed=0&...]``, coloured / textured /
   sized shapes drawn on the fly from their index (nothing is written to disk).
 
 Names are shown lowercased with ``.`` and ``_`` read as spaces (UT-Zappos ``Faux.Leather`` is
