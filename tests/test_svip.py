@@ -482,3 +482,12 @@ def test_trainer_records_patchcls_agreement_each_epoch(tmp_path):
     loaded = load_model("svip", checkpoint=tmp_path / "run")
     assert loaded.measured_agreement == pytest.approx(checks["patchcls_agreement"])
     assert loaded.selection_source == expected and loaded.train_context is False  # the fast preset
+
+
+def test_model_card_states_who_selects_and_the_agreement():
+    from czsl_models.hub.model_card import render_model_card
+
+    model = _with_context(_svip(), patchcls_trained=True)
+    model.patchcls_agreement.fill_(0.62)
+    assert "PatchCls agrees with the teacher on 62%" in render_model_card(model)
+    assert "PatchCls never validated" in render_model_card(_svip())

@@ -8,7 +8,9 @@ if TYPE_CHECKING:
     from ..models.base import CompositionModel
 
 PAPERS = {
-    "msci": "MSCI: multi-stage cross-modal interaction (IJCAI 2025, arXiv 2505.10289)",
+    "msci": ("MSCI: multi-stage cross-modal interaction (IJCAI 2025, arXiv 2505.10289). Its per-row local/global "
+             "gate is a reconstruction: the paper gives no equations for it and the released code never calls its "
+             "gated fusion module, adding whole stage outputs with static weights instead"),
     "refiner": "Refiner (ICASSP 2025); this implementation is a reconstruction from the paper's abstract, no code or full text being public",
     "svip": "SVIP: semantic patch selection and contextualisation (ICCV 2025, arXiv 2503.10252), adapted to free-text states and objects",
     "clip": "CLIP zero-shot baseline (no learned parameters)",
@@ -44,6 +46,15 @@ def render_model_card(model: "CompositionModel", metrics: dict[str, Any] | None 
         f"- Training states ({len(model.train_states)}): {_word_list(model.train_states)}",
         f"- Training objects ({len(model.train_objects)}): {_word_list(model.train_objects)}",
         f"- Seen (training) pairs: {len(model.train_pairs)}",
+    ]
+    if getattr(model, "name", "") == "svip":
+        agreement = model.measured_agreement
+        lines.append("- Patch selection at inference: " + (
+            "the attention teacher (PatchCls never validated)" if agreement is None else
+            f"{'PatchCls' if model.selection_source == 'patchcls' else 'the attention teacher'}; PatchCls agrees "
+            f"with the teacher on {100 * agreement:.0f}% of replaced super-patches on validation images "
+            f"(it selects from {100 * model.switch_agreement:.0f}%)"))
+    lines += [
         "",
     ]
     if metrics:
