@@ -40,7 +40,7 @@ import hashlib
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterable, Sequence
+from typing import Any, ClassVar, Iterable
 
 import numpy as np
 import torch
@@ -52,129 +52,25 @@ from ..registry import register_model
 from ..vocab import Vocabulary
 from .base import LOGIT_SCALE, BranchLogits, CompositionModel, VisualRequest, cosine_logits
 from .prompts import PROMPT_PREFIX
+from .svip_patches import (  # noqa: F401  (re-exported: the patch geometry and selection live there)
+    SUB_PATCHES,
+    SUPER_PATCH_SIDE,
+    SuperPatchGrid,
+    add_context_to_patches,
+    attention_rollout_cls,
+    consistency_kl,
+    kept_super_patch_count,
+    replaced_agreement,
+    teacher_super_patch_scores,
+    top_mask,
+)
 
-SUPER_PATCH_SIDE = 2
-SUB_PATCHES = SUPER_PATCH_SIDE * SUPER_PATCH_SIDE
 DEFAULT_KEEP_RATIO = 0.82
 TEACHER_CHUNK = 16  # images per unedited pass with attention maps (bounds their memory)
 # PatchCls replaces super-patches only once most of those it replaces are ones the teacher replaces too.
 DEFAULT_SWITCH_AGREEMENT = 0.5
 # Teacher scores remembered per training image (N floats each, 64 on ViT-L/14: ~30 MB at this bound).
 TEACHER_MEMO_IMAGES = 50_000
-
-
-class SuperPatchGrid:
-    """The 2x2 grouping of a row-major patch grid; on odd grids the edge blocks hold fewer patches."""
-
-    def __init__(self, patch_grid: Sequence[int]) -> None:
-        rows, cols = int(patch_grid[0]), int(patch_grid[1])
-        self.patch_grid = (rows, cols)
-        self.shape = (math.ceil(rows / SUPER_PATCH_SIDE), math.ceil(cols / SUPER_PATCH_SIDE))
-        self.num_patches = rows * cols
-        self.num_super_patches = self.shape[0] * self.shape[1]
-        row = torch.arange(rows).unsqueeze(1)
-        col = torch.arange(cols).unsqueeze(0)
-        super_of_patch = ((row // SUPER_PATCH_SIDE) * self.shape[1] + col // SUPER_PATCH_SIDE).flatten()
-        slot_of_patch = ((row % SUPER_PATCH_SIDE) * SUPER_PATCH_SIDE + col % SUPER_PATCH_SIDE).flatten()
-        # members[s, j] = patch at slot j of super-patch s; missing slots point to an appended zero row
-        members = torch.full((self.num_super_patches, SUB_PATCHES), self.num_patches, dtype=torch.long)
-        members[super_of_patch, slot_of_patch] = torch.arange(self.num_patches)
-        self._cpu = {
-            "super_of_patch": super_of_patch,
-            "slot_of_patch": slot_of_patch,
-            "members": members,
-            "counts": torch.bincount(super_of_patch, minlength=self.num_super_patches).float(),
-        }
-        self._by_device: dict[torch.device, dict[str, torch.Tensor]] = {}
-
-    def index(self, name: str, device: torch.device) -> torch.Tensor:
-        """One of the index tensors on a device (cached)."""
-        tensors = self._by_device.get(device)
-        if tensors is None:
-            tensors = {key: value.to(device) for key, value in self._cpu.items()}
-            self._by_device[device] = tensors
-        return tensors[name]
-
-    def _gather(self, patches: torch.Tensor) -> torch.Tensor:
-        padded = torch.cat([patches, patches.new_zeros(patches.shape[0], 1, *patches.shape[2:])], dim=1)
-        return padded[:, self.index("members", patches.device)]  # [B, S, 4, ...]
-
-    def mean(self, patches: torch.Tensor) -> torch.Tensor:
-        """Per-patch values [B, N, ...] -> their mean over each 2x2 block [B, S, ...]."""
-        counts = self.index("counts", patches.device).to(patches.dtype)
-        summed = self._gather(patches).sum(dim=2)
-        return summed / counts.view(1, -1, *([1] * (patches.dim() - 2)))
-
-    def concat(self, patches: torch.Tensor) -> torch.Tensor:
-        """Patch embeddings [B, N, W] -> super-patch input embeddings [B, S, 4W] (4 sub-patches concatenated)."""
-        return self._gather(patches).flatten(2)
-
-    def to_patches(self, values: torch.Tensor) -> torch.Tensor:
-        """Per-super-patch values [B, S, ...] -> the value of each patch's super-patch [B, N, ...]."""
-        return values[:, self.index("super_of_patch", values.device)]
-
-
-def kept_super_patch_count(num_super_patches: int, keep_ratio: float) -> int:
-    """M = round(ratio * N), at least 1 and at most N (52 of 64 and 40 of 49 at the default 0.82)."""
-    return max(1, min(num_super_patches, round(keep_ratio * num_super_patches)))
-
-
-def attention_rollout_cls(attentions: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Attention rollout of the CLS token over the patch tokens [B, N]: per block M = rownorm(mean_heads(A) + I),
-    R = M_L ... M_1, and R's CLS row. Only that row is carried (a vector times each M), and M is never
-    materialised: row @ M = (row / d) @ mean_heads(A) + row / d, with d the row sums of mean_heads(A) + I."""
-    if not attentions:
-        raise ValueError("attention rollout needs the attention maps of at least one block")
-    row = None
-    for attention in reversed(attentions):
-        attention = attention.float()
-        degree = 1.0 + attention.sum(dim=-1).mean(dim=1)  # [B, T]
-        if row is None:
-            row = attention[:, :, 0].mean(dim=1)
-            row[:, 0] += 1.0
-            row = row / degree[:, :1]
-        else:
-            scaled = row / degree
-            row = torch.einsum("bt,bhts->bs", scaled, attention) / attention.shape[1] + scaled
-    return row[:, 1:]
-
-
-def teacher_super_patch_scores(attentions: Sequence[torch.Tensor], grid: SuperPatchGrid) -> torch.Tensor:
-    """The teacher's score of each super-patch [B, S]: CLS rollout averaged over each true 2x2 block."""
-    return grid.mean(attention_rollout_cls(attentions).unsqueeze(-1)).squeeze(-1)
-
-
-def top_mask(scores: torch.Tensor, count: int) -> torch.Tensor:
-    """Boolean mask [B, S] of the `count` highest scores of each row."""
-    mask = torch.zeros_like(scores, dtype=torch.bool)
-    return mask.scatter(1, scores.topk(count, dim=-1).indices, True)
-
-
-def add_context_to_patches(patches: torch.Tensor, replaced: torch.Tensor, context: torch.Tensor,
-                           grid: SuperPatchGrid) -> torch.Tensor:
-    """Add e[j] to sub-patch j of every replaced super-patch: patches [B, N, W], replaced [B, S], e [4, W]."""
-    per_patch = context[grid.index("slot_of_patch", patches.device)].to(patches.dtype)  # [N, W]
-    flags = grid.to_patches(replaced).to(patches.dtype).unsqueeze(-1)  # [B, N, 1]
-    return patches + flags * per_patch
-
-
-def consistency_kl(contextual_cosines: torch.Tensor, original_cosines: torch.Tensor, temperature: float) -> torch.Tensor:
-    """The released consistency term: KL(softmax(original / T) || softmax(contextual / T)) · T², on
-    unscaled cosines (batch mean), as in knowledge distillation."""
-    log_p = (contextual_cosines.float() / temperature).log_softmax(dim=-1)
-    log_q = (original_cosines.float() / temperature).log_softmax(dim=-1)
-    return F.kl_div(log_p, log_q, reduction="batchmean", log_target=True) * temperature ** 2
-
-
-def replaced_agreement(student_scores: torch.Tensor, teacher_scores: torch.Tensor, kept: int) -> torch.Tensor:
-    """Per image [B]: the share of the super-patches the student replaces (its lowest N − kept scores)
-    that the teacher also replaces; 1 when nothing is replaced."""
-    replaced = student_scores.shape[-1] - kept
-    if replaced <= 0:
-        return torch.ones(student_scores.shape[0], device=student_scores.device)
-    student = ~top_mask(student_scores, kept)
-    teacher = ~top_mask(teacher_scores, kept)
-    return (student & teacher).sum(dim=-1).float() / replaced
 
 
 class PatchClassifier(nn.Module):
