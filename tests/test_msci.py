@@ -208,6 +208,7 @@ def test_training_steps_reach_every_trainable_tensor(example_images, batch):
     gradient at step 0 by design, so the real check is that after two Adam steps every one has moved.
     With one image the disentanglers skip BatchNorm (it cannot train on one sample; layers.py), so
     exactly their BatchNorm weights and biases are left without a gradient."""
+    torch.manual_seed(0)  # dropout masks (stages, words, disentanglers) decide which paths carry gradient
     model = load_model("msci", backbone="tiny", train_states=TRAIN_STATES, train_objects=TRAIN_OBJECTS)
     model.train()
     parameters = dict(model.named_parameters())
