@@ -251,12 +251,12 @@ def test_stopped_training_keeps_its_checkpoint_and_never_blocks_predictions(clie
     assert predict(client, EXAMPLES[0], "refiner", checkpoint=str(folders[-1]))["details"]["trained"] is True
 
 
-def test_publish_without_network_says_why(client, app_server):
+def test_publish_needs_the_visitors_own_sign_in(client, app_server):
+    """Publishing never falls back to a server token: signed out, the app says to sign in, whatever was chosen."""
     folders = sorted((app_server[3] / "weights").glob("msci-*"))
-    with pytest.raises(AppError, match="HF_HUB_OFFLINE"):
-        client.predict(str(folders[-1]), "someone/msci-shapes", "hf_not_a_token", False, api_name="/train_publish")
-    with pytest.raises(AppError, match="owner/name"):
-        client.predict(str(folders[-1]), " ", "", False, api_name="/train_publish")
+    for checkpoint, repo in ((str(folders[-1]), "someone/msci-shapes"), ("/etc", " ")):
+        with pytest.raises(AppError, match="Sign in with Hugging Face"):
+            client.predict(checkpoint, repo, False, api_name="/train_publish")
 
 
 # ------------------------------------------------------------------ evaluate

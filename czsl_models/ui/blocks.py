@@ -14,6 +14,7 @@ from .compare import build_compare_tab
 from .evaluate import build_evaluate_tab, refresh_checkpoints
 from .gallery import EXAMPLES_DIR, example_catalogue, examples_for_paths
 from .predict import build_predict_tab, refresh_choices
+from .session import visitor_scope
 from .state import AppState, load_app_backbone
 from .theme import APP_CSS, app_theme
 from .train import build_train_tab
@@ -59,6 +60,7 @@ def build_app(state: AppState, examples: list[str] | None = None) -> gr.Blocks:
                 build_about_tab()
         gr.Markdown(f"<small>Backbone: `{state.backbone_spec}` on {state.backbone.device}.</small>")
 
+        @visitor_scope
         def on_predict_tab(model_name, checkpoint_value):
             """Refresh the checkpoint and word-list menus (new checkpoints, newly loaded datasets)."""
             return refresh_choices(state, model_name, checkpoint_value)

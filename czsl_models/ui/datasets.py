@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ from typing import Any
 
 import gradio as gr
 
+from ..hosting import current_visitor
+from ..quota import prune, upload_budget
 from .inputs import InputError, uploaded_path
 
 SOURCE_SYNTHETIC = "Built-in example: coloured shapes"
@@ -21,7 +24,7 @@ SOURCE_SERVER = "A folder on the server"
 SYNTHETIC_SPEC = "synthetic:shapes"
 DATA_DIR_ENV = "CZSL_DATA_DIR"
 ALLOW_SERVER_PATHS_ENV = "CZSL_ALLOW_SERVER_PATHS"
-_UNPACKED: dict[str, str] = {}  # uploaded zip path -> its unpacked folder, so a second click reuses it
+_UNPACKED: dict[tuple[str, str], str] = {}  # (visitor, uploaded zip) -> its unpacked folder: a second click reuses it
 _UNPACK_LOCK = threading.Lock()
 ZIP_HELP = ("A zip of photos in folders named after their pair (`red apple/1.jpg`, `sliced bread/2.jpg`, ...), "
             "or of a dataset in the czsl layout (MIT-States, UT-Zappos, C-GQA).")
@@ -86,14 +89,24 @@ def dataset_spec(source: str, upload: Any, server_path: str | None) -> str:
             raise InputError("Upload a zip of the dataset first.")
         from ..data import import_zip
 
+        visitor = current_visitor()
         with _UNPACK_LOCK:
-            known = _UNPACKED.get(path)
+            known = _UNPACKED.get((visitor, path))
             if known is not None and Path(known).is_dir():
                 return known
             stamp = time.strftime("%Y%m%d-%H%M%S")
-            target = uploads_dir() / f"{_safe_folder_name(Path(path).stem)}-{stamp}-{os.urandom(3).hex()}"
-            report = import_zip(path, target)
-            _UNPACKED[path] = str(report.target)
+            owner = uploads_dir() / (visitor or "host")
+            target = owner / f"{_safe_folder_name(Path(path).stem)}-{stamp}-{os.urandom(3).hex()}"
+            try:
+                report = import_zip(path, target, max_total_bytes=min(upload_budget()[0], 2_000_000_000))
+            except BaseException:
+                shutil.rmtree(target, ignore_errors=True)  # import_zip stages and cleans up; this is a second guard
+                raise
+            _UNPACKED[(visitor, path)] = str(report.target)
+            for gone in prune(uploads_dir(), keep={report.target}):
+                for key, folder in list(_UNPACKED.items()):
+                    if Path(folder) == gone:
+                        del _UNPACKED[key]
             return str(report.target)
     if source == SOURCE_SERVER:
         if not server_paths_allowed():
@@ -102,6 +115,6 @@ def dataset_spec(source: str, upload: Any, server_path: str | None) -> str:
         if not folder:
             raise InputError("Type the path of a dataset folder on the server.")
         if not Path(folder).expanduser().is_dir():
-            raise InputError(f"There is no folder {folder} on the server.")
+            raise InputError("There is no such folder on the server.")
         return str(Path(folder).expanduser())
     return SYNTHETIC_SPEC

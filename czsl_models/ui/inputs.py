@@ -15,6 +15,7 @@ from ..backbone import BackboneError
 from ..images import ImageError, load_image
 from ..registry import CheckpointError
 from ..vocab import Vocabulary, VocabularyError
+from .session import visitor_scope
 
 LOGGER = logging.getLogger(__name__)
 WORLD_OPEN = "Every state with every object"
@@ -56,6 +57,7 @@ def friendly_errors(function: Function) -> Function:
     """Show library and input errors as their own message; anything else as a short notice, logged."""
     expected = (InputError, *user_error_types())
 
+    @visitor_scope
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:

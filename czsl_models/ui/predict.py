@@ -14,12 +14,14 @@ from PIL import Image
 
 from ..models.base import Prediction
 from ..presets import DEFAULT_OBJECTS, DEFAULT_PRESET, DEFAULT_STATES, VOCABULARY_PRESETS
-from ..registry import CheckpointError, read_checkpoint_config, resolve_checkpoint
+from ..confinement import checkpoint_config as confined_checkpoint_config
+from ..registry import CheckpointError
 from .answer import Honesty, answer_html, details_html, headline_text, is_random_backbone, message_html
 from .explain import Visual, build_visuals, marginal_confidences, ranking_confidences, watermark
 from .gallery import Example
 from .inputs import (WORLD_CHOICES, WORLD_CLOSED, WORLD_OPEN, as_float, build_vocabulary, clamp_int,
                      friendly_errors, read_photo, uploaded_path)
+from .session import visitor_scope
 from .state import UNTRAINED, AppState, gpu_function
 
 VISUAL_SLOTS = 3
@@ -121,7 +123,7 @@ def checkpoint_config(checkpoint: str | None) -> dict[str, Any] | None:
     """The config.json of a chosen checkpoint, or None for the untrained start."""
     if not checkpoint or checkpoint == UNTRAINED:
         return None
-    return read_checkpoint_config(resolve_checkpoint(checkpoint))
+    return confined_checkpoint_config(checkpoint)[1]
 
 
 def preset_names(state: AppState, has_checkpoint_words: bool = False) -> list[str]:
@@ -359,6 +361,7 @@ def build_predict_tab(state: AppState, examples: list[Example], concurrency_limi
                  api_name="predict_model_changed").then(on_rerun, api_name="predict_model_rerun",
                                                         api_visibility="undocumented", **event_options)
 
+    @visitor_scope
     def on_checkpoint_change(checkpoint_value):
         """What a checkpoint knows: its words and its seen pairs (which enable the bias)."""
         try:

@@ -14,9 +14,12 @@ from typing import Any, Callable, TypeVar
 
 from ..backbone import (TINY_BACKBONE, Backbone, BackboneError, UnsupportedBackboneError, get_backbone,
                         parse_backbone_spec)
+from ..confinement import (allow_host_folders, cache_identity, checkpoint_config, scrub, shown_name,
+                           visitor_weights_dir)
+from ..hosting import HOST, current_visitor
 from ..models.base import CompositionModel
-from ..registry import (CheckpointError, list_local_checkpoints, list_models, load_model, model_class,
-                        read_checkpoint_config, resolve_checkpoint, weights_dir)
+from ..registry import CheckpointError, CheckpointInfo, list_local_checkpoints, list_models, load_model, model_class
+from ..registry import weights_dir
 
 LOGGER = logging.getLogger(__name__)
 FALLBACK_BANNER = ("Demo mode: answers are random. The app could not download the image-and-text model it is built "
@@ -27,6 +30,8 @@ TINY_BANNER = ("Demo mode: answers are random. The app was started on its small 
                "random. To fix it (for whoever runs the app): restart it without the tiny test setting "
                "(CZSL_BACKBONE or --backbone).")
 MAX_CACHED_MODELS = 8
+MAX_DATASETS_PER_VISITOR = 5
+MAX_VISITORS_WITH_DATASETS = 200  # the oldest visitors' word lists are forgotten first
 UNTRAINED = ""  # checkpoint value of a model's untrained start (the CLIP baseline)
 
 Function = TypeVar("Function", bound=Callable[..., Any])
@@ -93,13 +98,15 @@ class AppState:
     weights: Path = field(default_factory=weights_dir)
     training: Any = None  # the Train tab's TrainingManager, once built (tests and shutdown reach it here)
     hosted: list = field(default_factory=list)  # HostedCheckpoint: Hub checkpoints the host listed, in order
-    _models: "OrderedDict[tuple[str, str, float], CompositionModel]" = field(default_factory=OrderedDict)
+    _models: "OrderedDict[tuple[str, str, str, float], CompositionModel]" = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _loading_locks: dict[tuple[str, str, float], threading.Lock] = field(default_factory=dict)
-    _datasets: "OrderedDict[str, DatasetVocabulary]" = field(default_factory=OrderedDict)
+    _loading_locks: dict[tuple[str, str, str, float], threading.Lock] = field(default_factory=dict)
+    # visitor -> their loaded datasets' vocabularies (newest last); see hosting.current_visitor
+    _datasets: "OrderedDict[str, OrderedDict[str, DatasetVocabulary]]" = field(default_factory=OrderedDict)
 
     def __post_init__(self) -> None:
         _APP_STATES[self.key] = self
+        allow_host_folders(checkpoint.path for checkpoint in self.hosted)  # the host's Hub picks load by path
 
     def __reduce__(self):
         return app_state_by_key, (self.key,)
@@ -136,33 +143,45 @@ class AppState:
         """Host-listed checkpoints that run on this app's backbone (of one model, when named)."""
         return [c for c in self.hosted if c.backbone == self.backbone_spec and (name is None or c.model_type == name)]
 
+    def visitor_weights(self, visitor: str | None = None) -> Path:
+        """Where the visitor's checkpoints go (the weights folder itself locally, a folder of their own on a Space)."""
+        return visitor_weights_dir(visitor, self.weights)
+
+    def own_checkpoints(self, visitor: str | None = None) -> list[CheckpointInfo]:
+        """The checkpoints the visitor trained (every local one when visitors are not strangers), newest first."""
+        return list_local_checkpoints(self.visitor_weights(visitor))
+
     def checkpoint_choices(self, name: str) -> list[tuple[str, str]]:
-        """(label, value) pairs for the checkpoint menu: the untrained start, the host's Hub checkpoints
-        (readable name and headline metrics), then local folders of this model on this backbone, newest first."""
+        """(label, value) pairs for the checkpoint menu: the untrained start, the host's Hub checkpoints (readable
+        name and headline metrics), then this visitor's own checkpoints and the host's local ones (shared
+        read-only) of this model on this backbone, newest first."""
         choices = [("None: not trained yet (answers like the CLIP baseline)", UNTRAINED)]
         if name == "clip":
             return [("None needed: the CLIP baseline learns nothing", UNTRAINED)]
         choices += [(checkpoint.label, str(checkpoint.path)) for checkpoint in self.hosted_checkpoints(name)]
-        for info in list_local_checkpoints(self.weights):
+        own = self.own_checkpoints() if current_visitor() != HOST else []
+        for info, yours in [(info, True) for info in own] + [(info, False) for info in list_local_checkpoints(self.weights)]:
             if info.model_type == name and info.backbone == self.backbone_spec:
-                choices.append((f"{info.path.name} ({info.states} states, {info.objects} objects)", str(info.path)))
+                mark = ", yours" if yours else ""
+                choices.append((f"{info.path.name} ({info.states} states, {info.objects} objects{mark})",
+                                str(info.path)))
         return choices
 
     def newest_checkpoint(self, name: str) -> str:
-        """The host's first checkpoint of a model, else its newest local one on this backbone, else UNTRAINED."""
+        """The host's first checkpoint of a model, else the newest local one this visitor may use, else UNTRAINED."""
         choices = self.checkpoint_choices(name)
         return choices[1][1] if len(choices) > 1 else UNTRAINED
 
-    def _cache_key(self, name: str, checkpoint: str) -> tuple[str, str, float]:
+    def _cache_key(self, name: str, checkpoint: str) -> tuple[str, str, str, float]:
         if checkpoint == UNTRAINED:
-            return name, UNTRAINED, 0.0
-        weights_file = Path(checkpoint) / "model.safetensors"
-        # A local folder that training rewrote must be loaded again, so its file time is part of the key.
-        stamp = weights_file.stat().st_mtime if weights_file.is_file() else 0.0
-        return name, checkpoint, stamp
+            return name, UNTRAINED, "", 0.0
+        # A local folder that training rewrote must be loaded again, so its file time is part of the key; a Hub
+        # repo is keyed by whose login read it.
+        return (name, *cache_identity(checkpoint))
 
     def get_model(self, name: str, checkpoint: str | None = None) -> CompositionModel:
-        """A model ready for inference: cached by (name, checkpoint); loaded once even when many ask at once."""
+        """A model ready for inference: cached by (name, checkpoint); loaded once even when many ask at once.
+        Checkpoints come only from the weights folder or the Hub (confinement.locate_checkpoint)."""
         checkpoint = (checkpoint or UNTRAINED).strip()
         model_class(name)  # unknown names fail here with the registry's message
         key = self._cache_key(name, checkpoint)
@@ -190,32 +209,41 @@ class AppState:
             model = load_model(name, backbone=self.backbone_spec)
             model.eval()
             return model
-        directory = resolve_checkpoint(checkpoint)
-        config = read_checkpoint_config(directory)
+        directory, config = checkpoint_config(checkpoint)
+        shown = shown_name(checkpoint)
         if config["model_type"] != name:
             raise CheckpointError(
-                f"{checkpoint} holds a {self.display_name(config['model_type'])} checkpoint; choose that model "
+                f"{shown} holds a {self.display_name(config['model_type'])} checkpoint; choose that model "
                 f"or another checkpoint.")
         trained_on = config.get("backbone")
         if trained_on != self.backbone_spec:
             raise CheckpointError(
-                f"{checkpoint} was trained with the backbone {trained_on}, but this app runs {self.backbone_spec}. "
+                f"{shown} was trained with the backbone {trained_on}, but this app runs {self.backbone_spec}. "
                 f"Start the app with --backbone {trained_on} to use it.")
-        return load_model(name, checkpoint=directory)
+        try:
+            return load_model(name, checkpoint=directory)
+        except CheckpointError as error:
+            raise CheckpointError(scrub(str(error), directory, checkpoint)) from None
 
     # ---------------------------------------------------------------- datasets
-    def remember_dataset(self, vocabulary: DatasetVocabulary) -> None:
-        """Offer a loaded dataset's vocabulary in Predict (the most recent few)."""
+    def remember_dataset(self, vocabulary: DatasetVocabulary, visitor: str | None = None) -> None:
+        """Offer a loaded dataset's vocabulary in this visitor's Predict tab (their most recent few)."""
+        visitor = current_visitor() if visitor is None else visitor
         with self._lock:
-            self._datasets.pop(vocabulary.name, None)
-            self._datasets[vocabulary.name] = vocabulary
-            while len(self._datasets) > 5:
+            own = self._datasets.pop(visitor, None) or OrderedDict()
+            self._datasets[visitor] = own
+            own.pop(vocabulary.name, None)
+            own[vocabulary.name] = vocabulary
+            while len(own) > MAX_DATASETS_PER_VISITOR:
+                own.popitem(last=False)
+            while len(self._datasets) > MAX_VISITORS_WITH_DATASETS:
                 self._datasets.popitem(last=False)
 
-    def dataset_vocabularies(self) -> list[DatasetVocabulary]:
-        """Vocabularies of the datasets loaded so far, newest first."""
+    def dataset_vocabularies(self, visitor: str | None = None) -> list[DatasetVocabulary]:
+        """Vocabularies of the datasets this visitor loaded, newest first."""
+        visitor = current_visitor() if visitor is None else visitor
         with self._lock:
-            return list(reversed(self._datasets.values()))
+            return list(reversed((self._datasets.get(visitor) or {}).values()))
 
 
 def dataset_vocabulary(dataset: Any) -> DatasetVocabulary:

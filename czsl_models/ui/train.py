@@ -15,9 +15,11 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from ..registry import list_local_checkpoints
+from ..hosting import (SignInRequired, SwitchedOff, login_button_wanted, max_training_runs, publish_token,
+                       publishing_disabled_reason, training_disabled_reason)
 from .datasets import build_dataset_picker, dataset_spec
 from .inputs import InputError, as_float, clamp_int, friendly_errors, user_error_types
+from .session import current_oauth_token, current_visitor, visitor_scope
 from .state import AppState, dataset_vocabulary
 
 LOGGER = logging.getLogger(__name__)
@@ -94,33 +96,61 @@ class _Progress:
 
 
 class TrainingManager:
-    """One training run at a time per app, in a background thread with its own model instance."""
+    """Training runs in background threads, each with its own model instance and owned by the visitor who
+    started it: only that visitor sees or stops it. At most max_training_runs() go on at once."""
 
-    def __init__(self, state: AppState) -> None:
+    def __init__(self, state: AppState, max_runs: int | None = None) -> None:
         self.state = state
+        self.max_runs = max_runs if max_runs is not None else max_training_runs()
         self._lock = threading.Lock()
-        self._run: TrainingRun | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._runs: dict[str, TrainingRun] = {}
+        self._stops: dict[str, threading.Event] = {}
+        self._threads: dict[str, threading.Thread] = {}
 
-    def start(self, model: str, spec: str, dataset_name: str, preset: str, epochs: int, lr: float | None) -> TrainingRun:
-        """Start a run into a new folder under weights/; refuse while another is running."""
+    def _busy_message(self) -> str:
+        """Why a new run must wait, and roughly until when (called under the lock)."""
+        running = [run for run in self._runs.values() if run.running]
+        remaining = [_remaining_seconds(run) for run in running]
+        known = [seconds for seconds in remaining if seconds is not None]
+        slots = f"{self.max_runs} training run at a time" if self.max_runs == 1 else \
+            f"{self.max_runs} training runs at a time"
+        if known and len(known) == len(remaining):
+            soonest = min(known)
+            when = time.strftime("%H:%M UTC", time.gmtime(time.time() + soonest))
+            return (f"The server is busy training ({slots} here). The next slot should be free in about "
+                    f"{_duration(soonest)} (around {when}); try again then.")
+        return f"The server is busy training ({slots} here). Try again in a few minutes."
+
+    def _check_free(self, visitor: str) -> None:
+        own = self._runs.get(visitor)
+        if own is not None and own.running:
+            raise InputError("Your training run is still going on. Wait for it to end, or press Stop.")
+        if sum(run.running for run in self._runs.values()) >= self.max_runs:
+            raise InputError(self._busy_message())
+
+    def check_free(self, visitor: str | None = None) -> None:
+        """Raise InputError (saying until when) when the visitor could not start a run now."""
+        with self._lock:
+            self._check_free(current_visitor() if visitor is None else visitor)
+
+    def start(self, model: str, spec: str, dataset_name: str, preset: str, epochs: int, lr: float | None,
+              visitor: str | None = None) -> TrainingRun:
+        """Start the visitor's run into a new checkpoint folder; refuse while theirs runs or every slot is taken."""
         from ..training.config import TrainConfig, check_config
 
+        visitor = current_visitor() if visitor is None else visitor
         with self._lock:
-            if self._run is not None and self._run.running:
-                raise InputError("A training run is already going on. Wait for it to end, or press Stop.")
+            self._check_free(visitor)
             safe_name = re.sub(r"[^A-Za-z0-9._-]+", "-", dataset_name).strip("-.")[:40] or "dataset"
-            out = self.state.weights / f"{model}-{safe_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+            out = self.state.visitor_weights(visitor) / f"{model}-{safe_name}-{time.strftime('%Y%m%d-%H%M%S')}"
             config = TrainConfig(model=model, dataset=spec, out=str(out), backbone=self.state.backbone_spec,
                                  preset=preset, epochs=epochs, lr=lr, cpu=self.state.backbone.device.type == "cpu")
             check_config(config)
             run = TrainingRun(model=model, dataset=dataset_name, out=out)
-            self._run = run
-            self._stop = threading.Event()
-            self._thread = threading.Thread(target=self._work, args=(config, run, self._stop), daemon=True,
-                                            name=f"train-{model}")
-            self._thread.start()
+            stop = threading.Event()
+            thread = threading.Thread(target=self._work, args=(config, run, stop), daemon=True, name=f"train-{model}")
+            self._runs[visitor], self._stops[visitor], self._threads[visitor] = run, stop, thread
+            thread.start()
             return run
 
     def _work(self, config: Any, run: TrainingRun, stop: threading.Event) -> None:
@@ -134,37 +164,50 @@ class TrainingManager:
         except Exception as error:  # keep the app alive; the trace goes to the server log
             LOGGER.exception("Training failed")
             with self._lock:
-                run.error = f"{type(error).__name__}: {error}"
+                run.error = f"something went wrong ({type(error).__name__}); the details are in the server log"
         finally:
             with self._lock:
                 run.ended = time.time()
 
-    def stop(self) -> bool:
-        """Ask the running run to stop after its current step; False when nothing runs."""
+    def stop(self, visitor: str | None = None) -> bool:
+        """Ask the visitor's run (None: every run, for shutdown) to stop after its step; False when none runs."""
         with self._lock:
-            if self._run is None or not self._run.running:
-                return False
-            self._run.stop_requested = True
-            self._stop.set()
-            return True
+            keys = list(self._runs) if visitor is None else [visitor]
+            stopped = False
+            for key in keys:
+                run = self._runs.get(key)
+                if run is not None and run.running:
+                    run.stop_requested = True
+                    self._stops[key].set()
+                    stopped = True
+            return stopped
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait for the current run's thread (for tests and shutdown); True when it ended."""
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
-        return thread is None or not thread.is_alive()
+        """Wait for every run's thread (for tests and shutdown); True when all ended."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in list(self._threads.values()):
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in self._threads.values())
 
-    def snapshot(self) -> TrainingRun | None:
-        """A copy of the current run's state, safe to read without the lock."""
+    def snapshot(self, visitor: str | None = None) -> TrainingRun | None:
+        """A copy of the visitor's latest run, safe to read without the lock."""
+        visitor = current_visitor() if visitor is None else visitor
         with self._lock:
-            if self._run is None:
+            run = self._runs.get(visitor)
+            if run is None:
                 return None
-            run = self._run
             return TrainingRun(model=run.model, dataset=run.dataset, out=run.out, started=run.started,
                                total_steps=run.total_steps, step=run.step, losses=list(run.losses),
                                epochs=[dict(e) for e in run.epochs], messages=list(run.messages), result=run.result,
                                error=run.error, ended=run.ended, stop_requested=run.stop_requested)
+
+
+def _remaining_seconds(run: TrainingRun) -> float | None:
+    """Estimated seconds until a running run ends, from its pace so far (None before the first step)."""
+    if not run.total_steps or not run.step:
+        return None
+    elapsed = time.time() - run.started
+    return elapsed / run.step * (run.total_steps - run.step)
 
 
 # ------------------------------------------------------------------ views of a run
@@ -209,7 +252,7 @@ def progress_html(run: TrainingRun | None) -> str:
         elif not run.total_steps:
             status = "Preparing: loading the dataset and reading the photos once…"
         else:
-            remaining = elapsed / max(run.step, 1) * (run.total_steps - run.step) if run.step else None
+            remaining = _remaining_seconds(run)
             left = f", about {_duration(remaining)} left" if remaining is not None else ""
             status = f"Training {html.escape(run.model)}: step {run.step} of {run.total_steps}{left}."
     else:
@@ -234,15 +277,16 @@ def _end_status(run: TrainingRun) -> str:
         return f"Training failed: {run.error}"
     result = run.result
     checkpoint = getattr(result, "checkpoint_dir", None)
+    name = Path(checkpoint).name if checkpoint is not None else None  # the folder's name, never its server path
     if getattr(result, "stopped", False):
         if checkpoint is None:
             return ("Stopped before the first epoch ended. A model is saved at the end of each epoch, so nothing "
                     "was saved this time.")
-        return (f"Stopped. The best model so far is saved in {Path(checkpoint).name}; choose it in the Predict "
+        return (f"Stopped. The best model so far is saved in {name}; choose it in the Predict "
                 f"tab under 'Trained weights'.")
     if checkpoint is None:
         return "Finished, but no model was saved (see the messages)."
-    return (f"Finished. The trained model is saved as {Path(checkpoint).name}; choose it in the Predict tab under "
+    return (f"Finished. The trained model is saved as {name}; choose it in the Predict tab under "
             f"'Trained weights'.")
 
 
@@ -281,8 +325,9 @@ def display(model_name: str) -> str:
 
 
 def publishable_checkpoints(state: AppState) -> list[tuple[str, str]]:
-    """Every local checkpoint, newest first, as (label, folder)."""
-    return [(info.label, str(info.path)) for info in list_local_checkpoints(state.weights)]
+    """The checkpoints this visitor may publish, newest first, as (label, folder): their own where visitors are
+    strangers, every local one otherwise."""
+    return [(info.label, str(info.path)) for info in state.own_checkpoints()]
 
 
 # ------------------------------------------------------------------ layout
@@ -298,6 +343,9 @@ def build_train_tab(state: AppState) -> TrainTab:
     """Lay out the Train tab and wire its events."""
     manager = TrainingManager(state)
     state.training = manager
+    off = training_disabled_reason()
+    if off:
+        gr.Markdown(f"⚠️ {off}", elem_id="train-off")
     gr.Markdown("Teach a model from labelled photos. New here? Keep the built-in coloured shapes and press "
                 "**Start training**. The trained model appears in the Predict tab under *Trained weights*.")
     with gr.Row(equal_height=False):
@@ -316,7 +364,7 @@ def build_train_tab(state: AppState) -> TrainTab:
                                            "(0.003-0.005 on the built-in shapes; the papers' own values, such as "
                                            "0.0001, on the benchmark datasets).")
             with gr.Row():
-                start = gr.Button("Start training", variant="primary", elem_id="train-start")
+                start = gr.Button("Start training", variant="primary", elem_id="train-start", interactive=not off)
                 stop = gr.Button("Stop", variant="stop", interactive=False, elem_id="train-stop")
         with gr.Column(scale=7):
             progress = gr.HTML(progress_html(None), elem_id="train-progress-box")
@@ -329,22 +377,27 @@ def build_train_tab(state: AppState) -> TrainTab:
                         "*HM*: the best balance of the two; *AUC*: a summary of every trade-off (see About).")
             messages = gr.Markdown("")
             with gr.Accordion("Share a trained model on the Hugging Face Hub", open=False):
-                publish_checkpoint = gr.Dropdown(publishable_checkpoints(state), label="Trained model",
-                                                 allow_custom_value=False)
+                publish_off = publishing_disabled_reason()
+                if publish_off:
+                    gr.Markdown(publish_off, elem_id="publish-off")
+                elif login_button_wanted():
+                    gr.LoginButton(elem_id="publish-login")
+                gr.Markdown("Sharing uses your own Hugging Face sign-in: the model goes to your account.")
+                publish_checkpoint = gr.Dropdown([], label="Trained model", allow_custom_value=True)  # checked: own only
                 repo_id = gr.Textbox(label="Repository (owner/name)", placeholder="your-name/msci-shapes")
-                token = gr.Textbox(label="Hugging Face token (write access; used once, never stored)", type="password")
                 private = gr.Checkbox(False, label="Private repository")
-                publish = gr.Button("Publish")
+                publish = gr.Button("Publish", interactive=not publish_off)
                 published = gr.Markdown("")
     timer = gr.Timer(POLL_SECONDS, active=False)
 
+    @visitor_scope
     def status():
-        """Progress, loss curve, epoch table, messages, buttons and polling for the current run."""
+        """Progress, loss curve, epoch table, messages, buttons and polling for this visitor's run."""
         run = manager.snapshot()
         running = bool(run and run.running)
         return [progress_html(run), loss_frame(run), epoch_table(run), messages_markdown(run),
-                gr.update(interactive=not running), gr.update(interactive=running), gr.Timer(active=running),
-                gr.update(choices=publishable_checkpoints(state))]
+                gr.update(interactive=not running and not off), gr.update(interactive=running),
+                gr.Timer(active=running), gr.update(choices=publishable_checkpoints(state))]
 
     status_outputs = [progress, loss_plot, table, messages, start, stop, timer, publish_checkpoint]
 
@@ -353,27 +406,31 @@ def build_train_tab(state: AppState) -> TrainTab:
         """Start training a model on a dataset in the background; returns the first status."""
         from ..data import load_dataset
 
+        if off:
+            raise InputError(off)
         if not model_name:
             raise InputError("Choose a model to train.")
         learning_rate_value = None if lr_value in (None, "") else as_float(lr_value, 0.0)
         if learning_rate_value is not None and not learning_rate_value > 0:
             raise InputError("The learning rate must be a positive number, such as 0.003, or empty for the recipe's.")
+        manager.check_free()  # before unpacking or reading anything
         spec = dataset_spec(source, upload, server_path)
         dataset = load_dataset(spec)
         if not dataset.splits["train"]:
             raise InputError(f"{dataset.name} has no training photos.")
-        state.remember_dataset(dataset_vocabulary(dataset))
         manager.start(model_name, spec, Path(dataset.name).name, preset_value or "fast",
                       clamp_int(epochs_value, 1, 100, DEFAULT_EPOCHS), learning_rate_value)
+        state.remember_dataset(dataset_vocabulary(dataset))
         return status()
 
     model.change(preset_update, inputs=[model], outputs=[preset], api_name="train_model_changed")
     start.click(on_start, inputs=[*picker.inputs, model, preset, epochs, learning_rate], outputs=status_outputs,
                 api_name="train_start", concurrency_id="train_control", concurrency_limit=1)
 
+    @visitor_scope
     def on_stop():
-        """Stop the running training after its current step (its best checkpoint so far is kept)."""
-        manager.stop()
+        """Stop this visitor's training after its current step (its best checkpoint so far is kept)."""
+        manager.stop(current_visitor())
         return status()
 
     stop.click(on_stop, outputs=status_outputs, api_name="train_stop", concurrency_id="train_control")
@@ -381,21 +438,27 @@ def build_train_tab(state: AppState) -> TrainTab:
                concurrency_limit=None)
 
     @friendly_errors
-    def on_publish(checkpoint_value, repo_value, token_value, private_value):
-        """Upload a checkpoint folder to a Hugging Face model repository."""
+    def on_publish(checkpoint_value, repo_value, private_value):
+        """Upload one of your checkpoints to a Hugging Face model repository, signed in as yourself."""
         from ..hub.publish import PublishError, push_checkpoint
 
+        try:
+            token = publish_token(current_oauth_token())  # first: nothing else matters to a visitor not signed in
+        except (SignInRequired, SwitchedOff) as error:
+            raise InputError(str(error)) from None
+        own = {str(info.path): info.path for info in state.own_checkpoints()}
         if not checkpoint_value:
             raise InputError("Choose a trained model to share.")
+        if checkpoint_value not in own:
+            raise InputError("Choose one of your trained models from the list.")
         if not (repo_value or "").strip():
             raise InputError("Type the repository as owner/name.")
         try:
-            url = push_checkpoint(checkpoint_value, repo_value.strip(), token=(token_value or None),
-                                  private=bool(private_value))
+            url = push_checkpoint(own[checkpoint_value], repo_value.strip(), token=token, private=bool(private_value))
         except PublishError as error:
             raise InputError(str(error)) from None
         return f"Published: [{url}]({url})"
 
-    publish.click(on_publish, inputs=[publish_checkpoint, repo_id, token, private], outputs=[published],
+    publish.click(on_publish, inputs=[publish_checkpoint, repo_id, private], outputs=[published],
                   api_name="train_publish", concurrency_id="train_control")
     return TrainTab(status_outputs=status_outputs, status=status)

@@ -1,0 +1,269 @@
+"""The app hosted for strangers: the real app is started as a Space would start it (SPACE_ID set, the owner's
+HF_TOKEN in the environment) with all Hub traffic pointed at a local recorder of request headers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+
+from conftest import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+OWNER_TOKEN = "hf_OWNER_secret_token_0123456789"
+VISITOR_TOKEN = "hf_visitor_own_token_9876543210"
+SLOW = {"timeout": 120}  # the machine is shared; a busy app answers late, not wrongly
+
+
+class Recorder:
+    """A local stand-in for the Hub: answers every request with 401 and remembers each one's headers."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                recorder.requests.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}))
+                body = json.dumps({"error": "Invalid credentials"}).encode()
+                self.send_response(401)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = do_HEAD = do_DELETE = _answer
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def tokens_seen(self) -> set[str]:
+        """Every Authorization header value the recorder received."""
+        return {headers.get("authorization", "") for _, _, headers in self.requests}
+
+
+def _make_host_checkpoint(weights: Path) -> Path:
+    from czsl_models.registry import load_model
+
+    folder = weights / "msci-host-shapes"
+    load_model("msci", backbone="tiny").save_pretrained(folder)
+    return folder
+
+
+def start_space(tmp: Path, recorder: Recorder, **extra_env: str) -> tuple[subprocess.Popen, str]:
+    """The real app in its own process, configured as a Space; returns (process, url) once it serves."""
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if key not in ("HF_HUB_OFFLINE", "SYSTEM")}
+    env.update(SPACE_ID="owner/czsl-demo", HF_TOKEN=OWNER_TOKEN, HF_ENDPOINT=recorder.url, HF_HOME=str(tmp / "hf"),
+               CZSL_WEIGHTS_DIR=str(tmp / "weights"), CZSL_DATA_DIR=str(tmp / "datasets"),
+               CZSL_CACHE_DIR=str(tmp / "cache"), CZSL_DEVICE="cpu", HF_HUB_DISABLE_TELEMETRY="1", **extra_env)
+    log = open(tmp / f"app-{port}.log", "w")
+    process = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--backbone", "tiny", "--host", "127.0.0.1",
+                                "--port", str(port)], env=env, cwd=tmp, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError((tmp / f"app-{port}.log").read_text()[-3000:])
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return process, url
+        except OSError:
+            time.sleep(1)
+    process.kill()
+    raise AssertionError("the app did not start in time")
+
+
+@pytest.fixture(scope="module")
+def recorder():
+    """The recording stand-in for the Hub."""
+    hub = Recorder()
+    yield hub
+    hub.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def space(tmp_path_factory, recorder):
+    """The app as a Space without sign-in configured: (url, root folder)."""
+    tmp = tmp_path_factory.mktemp("space")
+    _make_host_checkpoint(tmp / "weights")
+    process, url = start_space(tmp, recorder)
+    yield url, tmp
+    process.terminate()
+    process.wait(30)
+
+
+@pytest.fixture(scope="module")
+def oauth_space(tmp_path_factory, recorder):
+    """The app as a Space whose README turned on Hugging Face sign-in (the variables Spaces set): (url, root)."""
+    tmp = tmp_path_factory.mktemp("oauth-space")
+    _make_host_checkpoint(tmp / "weights")
+    process, url = start_space(tmp, recorder, SYSTEM="spaces", OAUTH_CLIENT_ID="client-id",
+                               OAUTH_CLIENT_SECRET="client-secret", OAUTH_SCOPES="openid profile write-repos",
+                               OPENID_PROVIDER_URL=recorder.url)
+    yield url, tmp
+    process.terminate()
+    process.wait(30)
+
+
+# ------------------------------------------------------------------ publishing and Hub reads
+def test_a_space_without_sign_in_refuses_to_publish_and_never_sends_the_owner_token(space, recorder):
+    url, tmp = space
+    client = Client(url, verbose=False, httpx_kwargs=SLOW)
+    host = str(tmp / "weights" / "msci-host-shapes")
+    with pytest.raises(AppError, match="Publishing is off on this Space: it has no Hugging Face sign-in"):
+        client.predict(host, "owner/stolen", False, api_name="/train_publish")
+    # A repo id typed as a checkpoint is read anonymously: the recorder sees the request, never the owner's token.
+    before = len(recorder.requests)
+    with pytest.raises(AppError, match="owner/private-model") as refused:
+        _predict(client, checkpoint="owner/private-model")
+    assert str(tmp) not in str(refused.value) and "Traceback" not in str(refused.value)
+    assert len(recorder.requests) > before, "the Hub read went to the recorder"
+    assert not any(OWNER_TOKEN in value for value in recorder.tokens_seen())
+    assert all(headers.get("authorization") is None for _, _, headers in recorder.requests[before:])
+
+
+def test_anonymous_publish_on_a_sign_in_space_says_to_sign_in(oauth_space, recorder):
+    url, tmp = oauth_space
+    anonymous = Client(url, verbose=False, httpx_kwargs=SLOW)
+    for checkpoint in (str(tmp / "weights" / "msci-host-shapes"), "/etc", ""):
+        with pytest.raises(AppError, match="Sign in with Hugging Face"):
+            anonymous.predict(checkpoint, "owner/stolen", False, api_name="/train_publish")
+    assert not any(OWNER_TOKEN in value for value in recorder.tokens_seen())
+
+
+def test_a_signed_in_visitor_publishes_only_their_own_checkpoints_with_their_own_token(oauth_space, recorder):
+    url, tmp = oauth_space
+    visitor = Client(url, verbose=False, oauth_token=VISITOR_TOKEN, httpx_kwargs=SLOW)
+    other = Client(url, verbose=False, oauth_token="hf_another_visitor_token", httpx_kwargs=SLOW)
+    with pytest.raises(AppError, match="Choose one of your trained models"):
+        visitor.predict(str(tmp / "weights" / "msci-host-shapes"), "visitor/copy", False, api_name="/train_publish")
+    outputs = _train_one_epoch(visitor)
+    assert "Finished" in outputs[0] and str(tmp) not in outputs[0], outputs[0]
+    mine = outputs[-1]["choices"]
+    assert len(mine) == 1, mine
+    checkpoint = mine[0][1]
+    assert other.predict(api_name="/train_status")[-1]["choices"] == [], "another visitor's checkpoint is not offered"
+    with pytest.raises(AppError, match="Choose one of your trained models"):
+        other.predict(checkpoint, "another/model", False, api_name="/train_publish")
+    before = len(recorder.requests)
+    with pytest.raises(AppError, match="could not publish to visitor/model"):
+        visitor.predict(checkpoint, "visitor/model", False, api_name="/train_publish")
+    sent = recorder.requests[before:]
+    assert sent and all(headers.get("authorization") == f"Bearer {VISITOR_TOKEN}" for _, _, headers in sent), sent
+    assert not any(OWNER_TOKEN in value for value in recorder.tokens_seen())
+
+
+# ------------------------------------------------------------------ isolation
+def _predict(client: Client, checkpoint: str = "", model: str = "msci"):
+    from gradio_client import handle_file
+
+    from czsl_models.ui.inputs import WORLD_OPEN
+
+    return client.predict(handle_file(str(sorted((ROOT / "examples").glob("*.jpg"))[0])), model,
+                          checkpoint, "red, blue", "circle, square", WORLD_OPEN, "", 3, 0.0, api_name="/predict")
+
+
+def _train_one_epoch(client: Client, model: str = "msci") -> list:
+    from czsl_models.ui.datasets import SOURCE_SYNTHETIC
+
+    client.predict(SOURCE_SYNTHETIC, None, "", model, "fast", 1, 0.001, api_name="/train_start")
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        outputs = client.predict(api_name="/train_status")
+        if "Finished" in outputs[0] or "failed" in outputs[0]:
+            return outputs
+        time.sleep(1)
+    raise AssertionError("training did not end")
+
+
+def _presets(client: Client) -> list[str]:
+    return [choice[0] for choice in client.predict("msci", "", api_name="/refresh_predict_menus")[1]["choices"]]
+
+
+def _fruit_zip(path: Path) -> Path:
+    import io
+    import itertools
+    import zipfile
+
+    from PIL import Image
+
+    with zipfile.ZipFile(path, "w") as archive:
+        for (state, obj), k in itertools.product(itertools.product(["red", "green"], ["apple", "pear"]), range(3)):
+            buffer = io.BytesIO()
+            Image.new("RGB", (32, 32), (60 * k, 90, 30)).save(buffer, format="PNG")
+            archive.writestr(f"{state} {obj}/{k}.png", buffer.getvalue())
+    return path
+
+
+def test_two_visitors_never_see_or_stop_each_others_runs_uploads_or_words(space, tmp_path):
+    from gradio_client import handle_file
+
+    from czsl_models.ui.datasets import SOURCE_SYNTHETIC, SOURCE_ZIP
+
+    url, tmp = space
+    first, second = Client(url, verbose=False, httpx_kwargs=SLOW), Client(url, verbose=False, httpx_kwargs=SLOW)
+    first.predict(SOURCE_SYNTHETIC, None, "", "refiner", "fast", 100, 0.001, api_name="/train_start")
+    assert "No training has run yet" in second.predict(api_name="/train_status")[0]
+    second.predict(api_name="/train_stop")  # stops nothing of the first visitor's
+    with pytest.raises(AppError, match="busy training"):
+        second.predict(SOURCE_SYNTHETIC, None, "", "svip", "fast", 1, 0.001, api_name="/train_start")
+    status = first.predict(api_name="/train_status")[0]
+    assert "Stopping" not in status and "Stopped" not in status, status
+    # Words of a dataset one visitor loaded are offered to that visitor only.
+    assert any(name.startswith("Dataset: synthetic") for name in _presets(first))
+    assert not any(name.startswith("Dataset:") for name in _presets(second))
+    # An upload belongs to its visitor, in a folder of its own.
+    summary = first.predict("A model on a dataset", "clip", "", SOURCE_ZIP, handle_file(str(_fruit_zip(tmp_path / "fruit.zip"))),
+                            "", "test", False, None, api_name="/evaluate")[0]
+    assert "fruit" in summary and str(tmp) not in summary
+    assert any(name.startswith("Dataset: fruit") for name in _presets(first))
+    assert not any(name.startswith("Dataset:") for name in _presets(second))
+    owners = [folder for folder in (tmp / "datasets").iterdir()]
+    assert len(owners) == 1 and [p.name[:5] for p in owners[0].iterdir()] == ["fruit"]
+    # A broken upload leaves nothing behind.
+    broken = tmp_path / "broken.zip"
+    broken.write_bytes(b"PK\x03\x04 not a zip at all")
+    with pytest.raises(AppError, match="not a readable zip"):
+        second.predict("A model on a dataset", "clip", "", SOURCE_ZIP, handle_file(str(broken)), "", "test", False,
+                       None, api_name="/evaluate")
+    assert [folder for folder in (tmp / "datasets").iterdir()] == owners
+    assert not list((tmp / "datasets").glob("*/.*")), "no staging folder is left"
+    first.predict(api_name="/train_stop")
+    deadline = time.monotonic() + 120
+    while "Stopp" not in (status := first.predict(api_name="/train_status")[0]) or "Stopping" in status:
+        assert time.monotonic() < deadline, status
+        time.sleep(1)
+
+
+def test_checkpoint_paths_outside_the_weights_folder_get_one_message(space):
+    url, tmp = space
+    client = Client(url, verbose=False, httpx_kwargs=SLOW)
+    answers = set()
+    for path in ("/etc", "/nonexistent", str(tmp), str(tmp / "weights" / ".." / "weights" / ".." / "cache"),
+                 "../../etc", "~", str(tmp / "weights" / ".visitors")):
+        with pytest.raises(AppError) as refused:
+            _predict(client, checkpoint=path)
+        answers.add(str(refused.value))
+    assert len(answers) == 1, answers
+    assert "Choose trained weights from the list" in answers.pop()
+    # The host's checkpoint in the weights folder loads, by path or by name.
+    for value in ("msci-host-shapes", str(tmp / "weights" / "msci-host-shapes")):
+        assert _predict(client, checkpoint=value)[-1]["ranking"]
