@@ -13,7 +13,7 @@ from collections import OrderedDict
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 from urllib.parse import urlparse
 
 import torch
@@ -23,6 +23,7 @@ from torch import nn
 
 DEFAULT_BACKBONE = "ViT-L-14-quickgelu:openai"
 TINY_BACKBONE = "tiny"
+WORD_CACHE_ITEMS = 50_000  # words remembered by the tokenizer caches (a few MB); older ones are re-tokenised
 RANDOM_PREFIX = "random:"
 
 # A small ViT with ViT-L/14's patch grid (16x16 patches of 14 px at 224 px), so every
@@ -192,6 +193,31 @@ class TextFeatureCache:
             self._bytes = 0
 
 
+class BoundedDict(dict):
+    """A dict that forgets its oldest entries beyond max_items, except the pinned ones it started with.
+
+    Stands in for the tokenizer's BPE cache and the word-token cache, which otherwise keep every word any visitor
+    ever typed. Dict semantics are kept (`in`, `[]`), so the tokenizer uses it unchanged."""
+
+    def __init__(self, pinned: dict | None = None, max_items: int = 50_000) -> None:
+        super().__init__(pinned or {})
+        self.pinned = frozenset(pinned or {})
+        self.max_items = max_items
+        self._order: OrderedDict[Any, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        with self._lock:
+            super().__setitem__(key, value)
+            if key in self.pinned:
+                return
+            self._order[key] = None
+            self._order.move_to_end(key)
+            while len(self._order) > self.max_items:
+                old, _ = self._order.popitem(last=False)
+                super().pop(old, None)
+
+
 def tensor_fingerprint(tensors: Iterable[torch.Tensor]) -> str:
     """A short hash of tensor contents: keys the text cache on trained text parameters."""
     digest = hashlib.sha1()
@@ -232,7 +258,10 @@ class Backbone:
         self.sot_token = int(tokenizer.sot_token_id) if hasattr(tokenizer, "sot_token_id") else 49406
         self.eot_token = int(tokenizer.eot_token_id) if hasattr(tokenizer, "eot_token_id") else 49407
         self.text_cache = TextFeatureCache()
-        self._word_token_cache: dict[str, list[int]] = {}
+        self._word_token_cache: BoundedDict = BoundedDict(max_items=WORD_CACHE_ITEMS)
+        if isinstance(getattr(tokenizer, "cache", None), dict):
+            # open_clip's BPE cache grows with every new word; keep its special tokens and the most recent words.
+            tokenizer.cache = BoundedDict(dict(tokenizer.cache), max_items=WORD_CACHE_ITEMS)
         self._lock = threading.Lock()
 
     @staticmethod
@@ -271,7 +300,10 @@ class Backbone:
 
     def preprocess_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """PIL images -> normalised pixel batch on the backbone device."""
-        return torch.stack([self.preprocess(image.convert("RGB")) for image in images]).to(self.device)
+        from .images import limit_aspect, to_rgb
+
+        # The aspect bound first: a thin strip would otherwise grow to millions of pixels in the resize.
+        return torch.stack([self.preprocess(to_rgb(limit_aspect(image))) for image in images]).to(self.device)
 
     def encode_image(
         self,

@@ -1,4 +1,6 @@
-"""Opening user images safely: clear errors for non-images and oversized images."""
+"""Opening user images safely and correctly: clear errors for non-images and oversized images, the camera's
+EXIF rotation applied, 16-bit and other unusual modes converted to RGB as they look, and extreme aspect ratios
+cropped before any resizing (the models look at the centre square, so the crop changes nothing they see)."""
 
 from __future__ import annotations
 
@@ -7,9 +9,11 @@ import os
 import warnings
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 DEFAULT_MAX_PIXELS = 60_000_000  # a 50-megapixel phone photo passes; 100 MP does not
+MAX_ASPECT = 2.0  # longer side / shorter side kept: the centre square plus a margin for the resize filter
 
 
 class ImageError(ValueError):
@@ -33,16 +37,76 @@ def check_image_size(image: Image.Image, name: str = "The image") -> None:
         raise ImageError(f"{name} is empty.")
 
 
+def limit_aspect(image: Image.Image, max_aspect: float = MAX_ASPECT) -> Image.Image:
+    """The image's central region with the longer side at most max_aspect x the shorter.
+
+    Preprocessing scales the shorter side to 224 pixels and keeps the centre square, so a 20000 x 1 strip would
+    otherwise become 4.5 million x 224 pixels (gigabytes) on the way to that square."""
+    width, height = image.size
+    short = min(width, height)
+    keep = max(short, int(round(short * max_aspect)))
+    if max(width, height) <= keep:
+        return image
+    if width > height:
+        left = (width - keep) // 2
+        return image.crop((left, 0, left + keep, height))
+    top = (height - keep) // 2
+    return image.crop((0, top, width, top + keep))
+
+
+def _scaled_to_8_bits(array: np.ndarray) -> np.ndarray:
+    """Integer or float pixel values as 0..255: 16-bit ranges scale down, floats in 0..1 scale up."""
+    if array.dtype.kind == "f":
+        array = np.nan_to_num(array.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        top = 1.0 if array.size and array.max() <= 1.0 else 255.0 if array.size and array.max() <= 255.0 else 65535.0
+        return np.clip(array / top * 255.0, 0, 255).astype(np.uint8)
+    array = array.astype(np.int64)
+    if array.size and (array.max() > 255 or array.min() < 0):
+        # 16-bit data (mode I;16 or I): the full 16-bit range maps to 0..255 as a viewer shows it.
+        return np.clip(array // 257, 0, 255).astype(np.uint8)
+    return array.astype(np.uint8)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB as the image looks: 16-bit and float grey scaled (not clipped to white), transparency over white,
+    palettes and CMYK converted."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode.startswith("I;16"):
+        grey = Image.fromarray((np.asarray(image).astype(np.uint32) // 257).astype(np.uint8), mode="L")
+        return grey.convert("RGB")
+    if mode.startswith("I") or mode == "F":
+        grey = Image.fromarray(_scaled_to_8_bits(np.asarray(image)), mode="L")
+        return grey.convert("RGB")
+    if mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or image.mode == "RGBA":
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def prepare_photo(image: Image.Image) -> Image.Image:
+    """A decoded photo made ready for the models: upright (EXIF), RGB, aspect ratio bounded."""
+    try:
+        upright = ImageOps.exif_transpose(image)
+    except (OSError, ValueError, TypeError, KeyError, SyntaxError):  # a damaged EXIF block: keep it as stored
+        upright = image
+    return to_rgb(limit_aspect(upright if upright is not None else image))
+
+
 def load_image(source: str | Path | bytes | Image.Image, name: str | None = None) -> Image.Image:
-    """An RGB PIL image from a path, bytes or an image, after the size check; name is what messages call it."""
+    """An upright RGB PIL image from a path, bytes or an image, after the size check; name is what messages call it."""
     if isinstance(source, Image.Image):
         check_image_size(source, name or "The image")
-        return source.convert("RGB")
+        return prepare_photo(source)
     name = name or (Path(source).name if isinstance(source, (str, Path)) else "The upload")
     try:
         handle = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
-    except OSError as error:
-        raise ImageError(f"Cannot open {name}: {error.strerror or error}.") from None
+    except OSError:
+        raise ImageError(f"Cannot open {name}.") from None
     with handle:
         try:
             with warnings.catch_warnings():
@@ -50,6 +114,7 @@ def load_image(source: str | Path | bytes | Image.Image, name: str | None = None
                 image = Image.open(handle)
                 check_image_size(image, name)
                 image.load()
+                return prepare_photo(image)
         except ImageError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -57,6 +122,5 @@ def load_image(source: str | Path | bytes | Image.Image, name: str | None = None
                              "resize it first (the models look at 224 x 224 pixels anyway).") from None
         except UnidentifiedImageError:
             raise ImageError(f"{name} is not an image Pillow can read (JPEG, PNG, WebP, ...).") from None
-        except (OSError, SyntaxError, ValueError) as error:
-            raise ImageError(f"{name} is damaged or truncated ({error}).") from None
-    return image.convert("RGB")
+        except (OSError, SyntaxError, ValueError):
+            raise ImageError(f"{name} is damaged or truncated; save it again or try another photo.") from None

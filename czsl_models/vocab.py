@@ -13,6 +13,8 @@ import numpy as np
 
 DEFAULT_MAX_WORDS = 1_000
 DEFAULT_MAX_PAIRS = 30_000  # MIT-States open world (28,175 pairs) fits; C-GQA open world needs more
+MAX_WORD_CHARS = 100  # a state or object name; CLIP reads at most 77 tokens of a whole prompt anyway
+MAX_TEXT_CHARS = 2_000_000  # one request's states, objects and pair list together (30,000 long pairs fit)
 
 
 class VocabularyError(ValueError):
@@ -29,9 +31,23 @@ def max_pairs_limit() -> int:
     return int(os.environ.get("CZSL_MAX_PAIRS", DEFAULT_MAX_PAIRS))
 
 
+def check_text_budget(*texts: object) -> None:
+    """Refuse a request whose vocabulary text is larger than MAX_TEXT_CHARS, before any parsing."""
+    total = 0
+    for text in texts:
+        if isinstance(text, str):
+            total += len(text)
+        elif isinstance(text, (list, tuple)):
+            total += sum(len(" ".join(map(str, item))) if isinstance(item, (list, tuple)) else len(str(item))
+                         for item in text)
+    if total > MAX_TEXT_CHARS:
+        raise VocabularyError(f"The word lists are {total:,} characters long; the limit is {MAX_TEXT_CHARS:,}. "
+                              "Use fewer or shorter words.")
+
+
 def parse_words(text: str | Iterable[str], kind: str = "words") -> list[str]:
     """Split on commas and newlines, trim, collapse spaces, drop duplicates case-insensitively
-    (the first spelling is kept for display)."""
+    (the first spelling is kept for display); a name longer than MAX_WORD_CHARS is refused."""
     pieces = re.split(r"[,\n;]", text) if isinstance(text, str) else list(text)
     words: list[str] = []
     seen: set[str] = set()
@@ -39,6 +55,9 @@ def parse_words(text: str | Iterable[str], kind: str = "words") -> list[str]:
         word = " ".join(str(piece).split())
         if not word:
             continue
+        if len(word) > MAX_WORD_CHARS:
+            raise VocabularyError(f"One of the {kind} is {len(word):,} characters long; the limit is "
+                                  f"{MAX_WORD_CHARS}. Write short names such as 'sliced' or 'apple'.")
         key = word.casefold()
         if key not in seen:
             seen.add(key)
@@ -80,8 +99,9 @@ class Vocabulary:
     ) -> "Vocabulary":
         """Vocabulary from user text. pairs=None is the open world (all states x objects);
         otherwise the closed world of the listed pairs, as 'state object' lines or tuples."""
-        state_list = parse_words(states)
-        object_list = parse_words(objects)
+        check_text_budget(states, objects, pairs, seen_pairs)
+        state_list = parse_words(states, "states")
+        object_list = parse_words(objects, "objects")
         word_limit = max_words if max_words is not None else max_words_limit()
         _check_count(state_list, "states", word_limit)
         _check_count(object_list, "objects", word_limit)
@@ -160,6 +180,9 @@ def _lookup(words: Sequence[str]) -> dict[str, int]:
 def _match_pairs(pairs, states: Sequence[str], objects: Sequence[str], strict: bool = True) -> list[tuple[int, int]]:
     """Resolve pairs given as 'state object' lines (multi-word names allowed) or tuples to indices."""
     state_index, object_index = _lookup(states), _lookup(objects)
+    # The longest names bound how a line may split, so matching a line costs time linear in its length.
+    state_words = max((len(word.split(" ")) for word in states), default=1)
+    object_words = max((len(word.split(" ")) for word in objects), default=1)
     items = [line for line in pairs.splitlines()] if isinstance(pairs, str) else list(pairs)
     matched: list[tuple[int, int]] = []
     for item in items:
@@ -171,8 +194,8 @@ def _match_pairs(pairs, states: Sequence[str], objects: Sequence[str], strict: b
             line = " ".join(str(item).replace(",", " ").split())
             if not line:
                 continue
-            found = _split_pair_line(line, state_index, object_index)
-            state, obj = line, ""
+            found = _split_pair_line(line, state_index, object_index, state_words, object_words)
+            state, obj = (line if len(line) <= 2 * MAX_WORD_CHARS else line[:2 * MAX_WORD_CHARS] + "…"), ""
         if found is None:
             if strict:
                 shown = f"{state} {obj}".strip()
@@ -182,9 +205,12 @@ def _match_pairs(pairs, states: Sequence[str], objects: Sequence[str], strict: b
     return matched
 
 
-def _split_pair_line(line: str, state_index: dict[str, int], object_index: dict[str, int]) -> tuple[int, int] | None:
+def _split_pair_line(line: str, state_index: dict[str, int], object_index: dict[str, int],
+                     state_words: int = 1_000_000, object_words: int = 1_000_000) -> tuple[int, int] | None:
     words = line.split(" ")
-    for cut in range(1, len(words)):
+    if len(words) > state_words + object_words:
+        return None  # longer than any state followed by any object
+    for cut in range(max(1, len(words) - object_words), min(len(words), state_words + 1)):
         state = " ".join(words[:cut]).casefold()
         obj = " ".join(words[cut:]).casefold()
         if state in state_index and obj in object_index:

@@ -1,0 +1,191 @@
+"""Inputs a visitor controls cost bounded time and memory: each attack runs in a fresh process that reports its
+own wall time and peak-memory (VmHWM) growth, and photos are read upright and in their true colours."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+GIB = 1 << 30
+
+
+def measured(setup: str, attack: str, timeout: float = 300) -> dict:
+    """Run `setup`, then `attack` in a fresh Python; returns {"seconds", "peak_growth", "result"} of the attack."""
+    program = textwrap.dedent(f"""
+        import json, os, sys, time
+        sys.path.insert(0, {str(ROOT)!r})
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        def peak():
+            for line in open("/proc/self/status"):
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        def rss():
+            for line in open("/proc/self/status"):
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        """) + textwrap.dedent(setup) + textwrap.dedent("""
+        # Reset the high-water mark to the current size, so only the attack's growth counts.
+        try:
+            open("/proc/self/clear_refs", "w").write("5")
+        except OSError:
+            pass
+        before, started = peak(), time.perf_counter()
+        result = None
+        """) + textwrap.dedent(attack) + textwrap.dedent("""
+        print(json.dumps({"seconds": time.perf_counter() - started, "peak_growth": peak() - before,
+                          "result": result}))
+        """)
+    finished = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=timeout)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    return json.loads(finished.stdout.strip().splitlines()[-1])
+
+
+PREDICT_SETUP = """
+    from czsl_models.backbone import get_backbone
+    from czsl_models.ui.predict import predict_photo
+    from czsl_models.ui.state import AppState
+    state = AppState(get_backbone("tiny", "cpu"))
+    # Warm up with a real photo, so the attack's growth is its own and not the first call's buffers.
+    predict_photo(state, os.environ["PHOTO"], "msci", "", "red, blue", "apple", "Every state with every object", "")
+"""
+
+
+@pytest.mark.parametrize("width", [20_000, 100_000])
+def test_a_thin_strip_costs_no_more_than_a_photo(tmp_path, width, monkeypatch, example_paths):
+    strip = tmp_path / "strip.png"
+    Image.new("RGB", (width, 1), (200, 30, 30)).save(strip)
+    assert strip.stat().st_size < 2000
+    monkeypatch.setenv("PHOTO", str(example_paths[0]))
+    attack = f"""
+        answer = predict_photo(state, {str(strip)!r}, "msci", "", "red, blue", "apple", "Every state with every object", "")
+        result = len(answer.ranking)
+    """
+    report = measured(PREDICT_SETUP, attack)
+    assert report["result"] == 2
+    assert report["seconds"] < 5, report
+    assert report["peak_growth"] < GIB, report
+
+
+def test_long_unique_words_do_not_pile_up_in_the_tokenizer_caches(tiny_backbone):
+    from czsl_models.backbone import WORD_CACHE_ITEMS
+
+    started = time.perf_counter()
+    for index in range(WORD_CACHE_ITEMS + 5_000):
+        tiny_backbone.word_tokens(f"w{index}q")
+    assert len(tiny_backbone._word_token_cache) <= WORD_CACHE_ITEMS
+    assert len(tiny_backbone.tokenizer.cache) <= WORD_CACHE_ITEMS + 2  # plus the pinned special tokens
+    assert tiny_backbone.word_tokens("sliced apple") == tiny_backbone.word_tokens("sliced apple")
+    assert tiny_backbone.tokenizer.encode("<start_of_text>")  # special tokens stay pinned
+    assert time.perf_counter() - started < 60
+
+
+def test_a_flood_of_long_unique_words_keeps_memory_flat():
+    setup = """
+        from czsl_models.backbone import get_backbone
+        from czsl_models.vocab import Vocabulary, VocabularyError
+        backbone = get_backbone("tiny", "cpu")
+        def flood(round):
+            words = [f"{round}x{i}" + "y" * 90 for i in range(1000)]
+            for word in words:
+                backbone.word_tokens(word)
+            try:
+                Vocabulary.build(", ".join(words) + ", " + "z" * 5000, "apple")
+            except VocabularyError:
+                pass
+        for warm in range(55):  # past the caches' bound: from here on, new words replace old ones
+            flood(f"warm{warm}")
+    """
+    attack = """
+        for round in range(80):
+            flood(round)
+        result = len(backbone._word_token_cache)
+    """
+    report = measured(setup, attack)
+    # Unbounded caches grow by ~45 MB here (80,000 more words); bounded ones stay within a few MB.
+    assert report["peak_growth"] < 25 * (1 << 20), report
+
+
+@pytest.mark.parametrize("words", [6_000, 25_000])
+def test_pair_lines_are_matched_in_linear_time(words):
+    from czsl_models.vocab import Vocabulary, VocabularyError
+
+    line = " ".join(["red"] * words) + " apple"  # ~4 characters a word: a 25,000-word line is 100 KB
+    started = time.perf_counter()
+    with pytest.raises(VocabularyError, match="does not combine"):
+        Vocabulary.build("red, old red", "apple", pairs=line)
+    assert time.perf_counter() - started < 0.5
+
+
+def test_names_and_requests_are_bounded():
+    from czsl_models.vocab import MAX_TEXT_CHARS, Vocabulary, VocabularyError
+
+    with pytest.raises(VocabularyError, match="characters long; the limit is 100"):
+        Vocabulary.build("a" * 101, "apple")
+    with pytest.raises(VocabularyError, match="the limit is"):
+        Vocabulary.build("red", "apple", pairs="red apple\n" * (MAX_TEXT_CHARS // 10 + 1))
+    assert Vocabulary.build("old red", "apple", pairs="old red apple").num_pairs == 1
+
+
+# ------------------------------------------------------------------ photos read correctly
+def _jpeg_with_orientation(orientation: int) -> bytes:
+    image = Image.new("RGB", (60, 30), (250, 250, 250))
+    image.paste((200, 0, 0), (0, 0, 20, 30))  # a red band on the left as stored
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", exif=exif.tobytes(), quality=95)
+    return buffer.getvalue()
+
+
+def test_exif_rotation_is_applied_to_uploads(tmp_path):
+    from czsl_models.images import load_image
+
+    photo = tmp_path / "phone.jpg"
+    photo.write_bytes(_jpeg_with_orientation(6))  # "rotate 90 clockwise to view"
+    upright = load_image(photo)
+    assert upright.size == (30, 60)
+    pixels = np.asarray(upright).astype(int)
+    assert pixels[2, 15, 0] > 150 and pixels[2, 15, 1] < 60, "the red band is on top once upright"
+    assert load_image(_jpeg_with_orientation(1)).size == (60, 30)
+
+
+def test_exif_rotation_reaches_the_cli_predictions(tmp_path, tiny_backbone):
+    from czsl_models.images import load_image
+
+    rotated, stored = tmp_path / "rotated.jpg", tmp_path / "stored.jpg"
+    rotated.write_bytes(_jpeg_with_orientation(6))
+    Image.open(io.BytesIO(_jpeg_with_orientation(1))).rotate(-90, expand=True).save(stored, quality=95)
+    a, b = (tiny_backbone.preprocess_images([load_image(path)]) for path in (rotated, stored))
+    assert (a - b).abs().mean() < 0.05
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "PNG"])
+def test_sixteen_bit_grey_keeps_its_tones(tmp_path, fmt):
+    from czsl_models.images import load_image
+
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    path = tmp_path / f"ramp.{fmt.lower()}"
+    Image.fromarray(ramp).save(path, format=fmt)
+    pixels = np.asarray(load_image(path)).astype(int)
+    assert abs(pixels.mean() - 127.5) < 2 and pixels.min() == 0 and pixels.max() == 255
+
+
+def test_transparency_float_and_palette_modes_become_rgb_as_seen():
+    from czsl_models.images import load_image
+
+    clear = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
+    assert np.asarray(load_image(clear)).min() == 255, "transparent shows as white, not black"
+    floats = Image.fromarray(np.full((8, 8), 0.5, dtype=np.float32), mode="F")
+    assert abs(int(np.asarray(load_image(floats))[0, 0, 0]) - 127) <= 1
+    palette = Image.new("P", (8, 8), 3)
+    assert load_image(palette).mode == "RGB"
