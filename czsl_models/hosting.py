@@ -19,6 +19,9 @@ OAUTH_ENV = ("OAUTH_CLIENT_ID", "OAUTH_CLIENT_SECRET", "OAUTH_SCOPES", "OPENID_P
 LOCAL_MOCK_TOKEN = "mock-oauth-token-for-local-dev"  # what Gradio's local sign-in puts in the session
 PERSISTENT_DIR_ENV = "CZSL_PERSISTENT_DIR"
 SPACES_PERSISTENT_DIR = "/data"  # where a Space's persistent storage is mounted
+# ZeroGPU lends the GPU per call for this many seconds (visitors' quotas are charged by it): one photo, one photo
+# through every model, and a whole test split (MIT-States' 13k photos take about two minutes on one GPU).
+GPU_SECONDS = {"predict": 30, "compare": 45, "evaluate": 300}
 
 HOST = ""  # the visitor of direct calls, the CLI and a local app: the person at the machine
 _hub_token: contextvars.ContextVar[str | None] = contextvars.ContextVar("czsl_visitor_hub_token", default=None)
@@ -207,16 +210,29 @@ def persistent_root() -> Path | None:
     return candidate
 
 
-def configure_storage() -> str | None:
+def storage_note() -> str | None:
+    """A sentence for the page when the app runs as a Space that keeps nothing between restarts, else None."""
+    if on_space() and persistent_root() is None:
+        return ("This Space has no persistent storage: models trained here and uploaded datasets are lost when it "
+                "restarts. Publish what you want to keep to your own Hub account.")
+    return None
+
+
+def configure_storage() -> Path | None:
     """Point checkpoints, the feature cache, uploads and the Hugging Face cache at persistent storage when there
-    is any (settings already made win). Returns a sentence for the page when a Space keeps nothing."""
+    is any (settings already made win); returns that folder."""
     root = persistent_root()
     if root is None:
-        if on_space():
-            return ("This Space has no persistent storage: models trained here and uploaded datasets are lost "
-                    "when it restarts. Download what you want to keep, or publish it to your Hub account.")
         return None
+    hf_home_set = bool(os.environ.get("HF_HOME") or os.environ.get("HF_HUB_CACHE"))
     for name, sub in (("CZSL_WEIGHTS_DIR", "weights"), ("CZSL_CACHE_DIR", "feature-cache"),
                       ("CZSL_DATA_DIR", "datasets"), ("HF_HOME", "huggingface")):
         os.environ.setdefault(name, str(root / sub))
-    return None
+    if not hf_home_set:
+        # huggingface_hub read HF_HOME when this package imported it; downloads take the cache folder from its
+        # constants at call time, so pointing those at the persistent folder is enough.
+        from huggingface_hub import constants
+
+        constants.HF_HOME = os.environ["HF_HOME"]
+        constants.HF_HUB_CACHE = os.path.join(constants.HF_HOME, "hub")
+    return root

@@ -235,7 +235,7 @@ def test_training_finishes_and_its_checkpoint_reaches_predict(client, app_server
 
 def test_stopped_training_keeps_its_checkpoint_and_never_blocks_predictions(client, app_server):
     client.predict(SOURCE_SYNTHETIC, None, "", "refiner", "fast", 100, 0.001, api_name="/train_start")
-    with pytest.raises(AppError, match="already going on"):
+    with pytest.raises(AppError, match="training run is still going on"):
         client.predict(SOURCE_SYNTHETIC, None, "", "svip", "fast", 1, 0.001, api_name="/train_start")
     wait_for_training(client, lambda outputs: len(outputs[2]["data"]) >= 1)
     started = time.monotonic()

@@ -267,3 +267,66 @@ def test_checkpoint_paths_outside_the_weights_folder_get_one_message(space):
     # The host's checkpoint in the weights folder loads, by path or by name.
     for value in ("msci-host-shapes", str(tmp / "weights" / "msci-host-shapes")):
         assert _predict(client, checkpoint=value)[-1]["ranking"]
+
+
+# ------------------------------------------------------------------ switches and storage
+def test_switches_default_to_safe_values_on_a_space(monkeypatch):
+    from czsl_models import hosting
+
+    for name in ("SPACE_ID", "SYSTEM", "SPACES_ZERO_GPU", "CZSL_ENABLE_TRAINING", "CZSL_ENABLE_PUBLISHING",
+                 *hosting.OAUTH_ENV):
+        monkeypatch.delenv(name, raising=False)
+    assert hosting.publishing_disabled_reason() is None and hosting.training_disabled_reason() is None
+    assert hosting.hub_read_token() is None, "locally the CLI's login is used as before"
+    monkeypatch.setenv("SPACE_ID", "owner/space")
+    assert "no Hugging Face sign-in" in hosting.publishing_disabled_reason()
+    assert hosting.hub_read_token() is False, "anonymous on a Space, never HF_TOKEN"
+    with hosting.visitor_hub_login(type("Token", (), {"token": "hf_visitor"})()):
+        assert hosting.hub_read_token() == "hf_visitor"
+    monkeypatch.setenv("SYSTEM", "spaces")
+    for name in hosting.OAUTH_ENV:
+        monkeypatch.setenv(name, "set")
+    assert hosting.publishing_disabled_reason() is None
+    with pytest.raises(hosting.SignInRequired, match="Sign in with Hugging Face"):
+        hosting.publish_token(None)
+    with pytest.raises(hosting.SignInRequired):
+        hosting.publish_token(type("Token", (), {"token": hosting.LOCAL_MOCK_TOKEN})())
+    assert hosting.publish_token(type("Token", (), {"token": "hf_visitor"})()) == "hf_visitor"
+    monkeypatch.setenv("CZSL_ENABLE_PUBLISHING", "0")
+    with pytest.raises(hosting.SwitchedOff):
+        hosting.publish_token(type("Token", (), {"token": "hf_visitor"})())
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    assert "ZeroGPU" in hosting.training_disabled_reason()
+    monkeypatch.setenv("CZSL_ENABLE_TRAINING", "1")
+    assert hosting.training_disabled_reason() is None
+
+
+def test_persistent_storage_holds_checkpoints_caches_and_the_hub_cache(monkeypatch, tmp_path):
+    from huggingface_hub import constants
+
+    from czsl_models import hosting
+
+    for name in ("CZSL_WEIGHTS_DIR", "CZSL_CACHE_DIR", "CZSL_DATA_DIR", "HF_HOME", "HF_HUB_CACHE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(constants, "HF_HOME", constants.HF_HOME)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", constants.HF_HUB_CACHE)
+    monkeypatch.setenv("SPACE_ID", "owner/space")
+    monkeypatch.setenv("CZSL_PERSISTENT_DIR", str(tmp_path / "missing"))
+    assert hosting.configure_storage() is None and "no persistent storage" in hosting.storage_note()
+    monkeypatch.setenv("CZSL_PERSISTENT_DIR", str(tmp_path))
+    assert hosting.configure_storage() == tmp_path and hosting.storage_note() is None
+    assert os.environ["CZSL_WEIGHTS_DIR"] == str(tmp_path / "weights")
+    assert os.environ["CZSL_CACHE_DIR"] == str(tmp_path / "feature-cache")
+    assert constants.HF_HUB_CACHE == str(tmp_path / "huggingface" / "hub")
+
+
+def test_on_zero_gpu_the_train_tab_says_why_it_is_off(monkeypatch, tiny_backbone):
+    from czsl_models.ui.blocks import build_app
+    from czsl_models.ui.state import AppState
+
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    demo = build_app(AppState(tiny_backbone), examples=[])
+    texts = [block.value for block in demo.blocks.values() if getattr(block, "elem_id", None) == "train-off"]
+    assert texts and "ZeroGPU" in texts[0] and "Train on your own machine" in texts[0]
+    start = [block for block in demo.blocks.values() if getattr(block, "elem_id", None) == "train-start"][0]
+    assert start.interactive is False

@@ -8,6 +8,7 @@ from typing import Any
 
 import gradio as gr
 
+from ..hosting import storage_note
 from .about import build_about_tab
 from .api import build_api, hide_ui_events
 from .compare import build_compare_tab
@@ -46,6 +47,8 @@ def build_app(state: AppState, examples: list[str] | None = None) -> gr.Blocks:
     with gr.Blocks(title=TITLE, delete_cache=(3600, 3600)) as demo:
         if state.banner:
             gr.Markdown(f"⚠️ {state.banner}", elem_classes=["czsl-banner"], elem_id="backbone-banner")
+        if storage_note():
+            gr.Markdown(f"⚠️ {storage_note()}", elem_classes=["czsl-banner"], elem_id="storage-banner")
         gr.Markdown(INTRO)
         with gr.Tabs() as tabs:
             with gr.Tab("Predict", id="predict") as predict_tab:

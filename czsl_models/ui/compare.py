@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from ..backbone import VisualOutput
+from ..hosting import GPU_SECONDS
 from ..models.base import CompositionModel, Prediction, VisualRequest
 from .answer import Honesty, is_random_backbone
 from .differences import comparison_headline, comparison_table_html
@@ -45,7 +46,7 @@ def shares_vision_pass(model: CompositionModel) -> bool:
     return bool(getattr(model, "shares_vision_pass", True))
 
 
-@gpu_function
+@gpu_function(duration=GPU_SECONDS["compare"])
 def compare_models(state: AppState, photo, vocabulary_args: tuple, use_checkpoints: bool
                    ) -> tuple[list[ModelAnswer], float]:
     """Every model's top-5 for one photo; one backbone pass is shared by the models that can share it.

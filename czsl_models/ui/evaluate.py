@@ -12,6 +12,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from PIL import Image
 
+from ..hosting import GPU_SECONDS
 from .datasets import build_dataset_picker, dataset_spec
 from .explain import RENDER_LOCK, figure_to_image
 from .inputs import InputError, friendly_errors, uploaded_path
@@ -102,7 +103,7 @@ def metrics_from_scores_file(path: str) -> dict[str, Any]:
         raise InputError(f"The scores file cannot be evaluated: {error}") from None
 
 
-@gpu_function
+@gpu_function(duration=GPU_SECONDS["evaluate"])
 def metrics_of_model(state: AppState, model_name: str, checkpoint: str | None, spec: str, phase: str,
                      open_world: bool, feasible_only: bool = False) -> tuple[dict[str, Any], str]:
     """CZSL metrics of a model (untrained or a checkpoint) on a dataset phase, and the dataset's name

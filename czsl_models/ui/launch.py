@@ -73,6 +73,9 @@ def parse_args(argv: Sequence[str] | None = None, prog: str | None = None) -> ar
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
     """Build the app and serve it until interrupted."""
     args = parse_args(argv, prog)
+    from ..hosting import configure_storage
+
+    configure_storage()  # a Space's /data, when mounted: checkpoints, caches and uploads survive restarts
     if args.device:
         os.environ["CZSL_DEVICE"] = args.device  # models and training pick their device from here
     if args.head_precision:

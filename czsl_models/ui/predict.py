@@ -12,9 +12,10 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
+from ..confinement import checkpoint_config as confined_checkpoint_config
+from ..hosting import GPU_SECONDS
 from ..models.base import Prediction
 from ..presets import DEFAULT_OBJECTS, DEFAULT_PRESET, DEFAULT_STATES, VOCABULARY_PRESETS
-from ..confinement import checkpoint_config as confined_checkpoint_config
 from ..registry import CheckpointError
 from .answer import Honesty, answer_html, details_html, headline_text, is_random_backbone, message_html
 from .explain import Visual, build_visuals, marginal_confidences, ranking_confidences, watermark
@@ -76,7 +77,7 @@ def model_status_note(facts: ModelFacts, checkpoint: str, seconds: float) -> str
             f"{timing}")
 
 
-@gpu_function
+@gpu_function(duration=GPU_SECONDS["predict"])
 def run_model(state: AppState, model_name: str, checkpoint: str | None, photo: Image.Image,
               vocabulary_text: tuple[str, str, str, str | None], top_k: int, bias: float
               ) -> tuple[Prediction, ModelFacts]:

@@ -37,16 +37,18 @@ UNTRAINED = ""  # checkpoint value of a model's untrained start (the CLIP baseli
 Function = TypeVar("Function", bound=Callable[..., Any])
 
 
-def _zero_gpu_decorator() -> Callable[[Function], Function]:
-    """spaces.GPU on a Hugging Face ZeroGPU Space, otherwise a decorator that changes nothing."""
-    try:
-        import spaces  # only installed on Spaces
-    except ImportError:
-        return lambda function: function
-    return spaces.GPU
+def gpu_function(function: Function | None = None, *, duration: int = 60) -> Any:
+    """spaces.GPU(duration=seconds) where the `spaces` package is installed (a ZeroGPU Space), else nothing.
+    Usable bare (`@gpu_function`, 60 s) or sized to its task (`@gpu_function(duration=300)`)."""
 
+    def wrap(target: Function) -> Function:
+        try:
+            import spaces  # only installed on Spaces
+        except ImportError:
+            return target
+        return spaces.GPU(duration=duration)(target)
 
-gpu_function = _zero_gpu_decorator()
+    return wrap(function) if function is not None else wrap
 
 
 @dataclass
