@@ -189,3 +189,55 @@ def test_transparency_float_and_palette_modes_become_rgb_as_seen():
     assert abs(int(np.asarray(load_image(floats))[0, 0, 0]) - 127) <= 1
     palette = Image.new("P", (8, 8), 3)
     assert load_image(palette).mode == "RGB"
+
+
+# ------------------------------------------------------------------ score files
+def _npz_of_zeros(path: Path, elements: int, body_elements: int | None = None) -> Path:
+    """An .npz whose 'scores' array declares `elements` float32 values; its body holds `body_elements` zeros
+    (all of them by default), streamed so the test itself never holds them in memory."""
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (elements,)})
+    chunk = bytes(16 << 20)
+    remaining = 4 * (elements if body_elements is None else body_elements)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        with archive.open("scores.npy", "w", force_zip64=True) as member:
+            member.write(header.getvalue())
+            while remaining > 0:
+                member.write(chunk[:remaining])
+                remaining -= len(chunk)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["unpacked", "declared"])
+def test_a_small_npz_cannot_allocate_gigabytes(tmp_path, kind, monkeypatch):
+    # A 100 MB budget keeps the bomb quick to build; the check is the same at the default 512 MB.
+    monkeypatch.setenv("CZSL_MAX_SCORES_MB", "100")
+    bomb = _npz_of_zeros(tmp_path / "bomb.npz", 30_000_000 if kind == "unpacked" else 300_000_000,
+                         None if kind == "unpacked" else 10)
+    assert bomb.stat().st_size < 1_000_000
+    attack = f"""
+        from czsl_models.ui.evaluate import metrics_from_scores_file
+        from czsl_models.ui.inputs import InputError
+        try:
+            metrics_from_scores_file({str(bomb)!r})
+        except InputError as error:
+            result = str(error)
+    """
+    report = measured("import czsl_models.ui.evaluate", attack)
+    assert report["result"] and "the limit here is" in report["result"], report
+    assert str(tmp_path) not in report["result"]
+    assert report["seconds"] < 5 and report["peak_growth"] < GIB, report
+
+
+def test_score_file_errors_name_the_file_not_its_server_path(tmp_path):
+    from czsl_models.ui.evaluate import metrics_from_scores_file
+    from czsl_models.ui.inputs import InputError
+
+    broken = tmp_path / "uploads" / "scores.npz"
+    broken.parent.mkdir()
+    np.savez(broken, scores=np.zeros((2, 3), dtype=np.float32))
+    with pytest.raises(InputError) as refused:
+        metrics_from_scores_file(str(broken))
+    assert "scores.npz" in str(refused.value) and str(tmp_path) not in str(refused.value)

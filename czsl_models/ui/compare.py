@@ -23,6 +23,7 @@ from .differences import comparison_headline, comparison_table_html
 from .explain import build_visuals, watermark
 from .inputs import build_vocabulary, friendly_errors, read_photo, uploaded_path
 from .state import AppState, gpu_function
+from .text import escape_markdown
 
 COMPARE_TOP_K = 5
 RANKS_KEPT = 20  # ranked further than shown, so a pair in one model's top five has a baseline rank to compare
@@ -95,7 +96,7 @@ def answer_caption(answer: ModelAnswer, shared_seconds: float) -> str:
     if answer.name == "clip":
         status = "nothing to train"
     elif answer.prediction.trained:
-        status = f"trained: `{Path(answer.checkpoint).name}`"
+        status = f"trained: *{escape_markdown(Path(answer.checkpoint).name)}*"
     else:
         status = "untrained: ranks like the CLIP baseline"
     return f"**{answer.display_name}**: {timing}; {status}"

@@ -3,6 +3,7 @@ curve (AUC shaded, best HM marked) and the metrics table."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,10 @@ from PIL import Image
 from ..hosting import GPU_SECONDS
 from .datasets import build_dataset_picker, dataset_spec
 from .explain import RENDER_LOCK, figure_to_image
-from .inputs import InputError, friendly_errors, uploaded_path
+from .inputs import InputError, friendly_errors, uploaded_path, user_error_types
 from .predict import model_summary
 from .state import AppState, dataset_vocabulary, gpu_function
+from .text import escape_markdown
 
 SOURCE_MODEL = "A model on a dataset"
 SOURCE_SCORES = "A saved scores file (.npz)"
@@ -83,6 +85,7 @@ def metrics_table(metrics: dict[str, Any]) -> pd.DataFrame:
 
 def metrics_summary(metrics: dict[str, Any], where: str) -> str:
     """Two plain sentences about the result."""
+    where = escape_markdown(where)  # names a visitor's upload
     return (f"On {where}, the model is right on **{100 * float(metrics['best_seen']):.1f}%** of photos of combinations "
             f"it saw in training at best, and on **{100 * float(metrics['best_unseen']):.1f}%** of photos of new "
             f"combinations at best. The curve shows the trade-off between the two as the model is nudged toward "
@@ -92,8 +95,16 @@ def metrics_summary(metrics: dict[str, Any], where: str) -> str:
 def metrics_from_scores_file(path: str) -> dict[str, Any]:
     """CZSL metrics of a scores .npz (scores, pairs, labels, seen; optional candidates, feasibility)."""
     from ..evaluation import StreamingEvaluator, load_metrics_inputs
+    from ..safe_npz import NpzTooLarge, check_npz
 
-    inputs = load_metrics_inputs(Path(path))
+    name = Path(path).name
+    try:
+        check_npz(path)  # sizes from the zip directory and the .npy headers, before numpy allocates anything
+        inputs = load_metrics_inputs(Path(path))
+    except NpzTooLarge as error:
+        raise InputError(str(error)) from None
+    except user_error_types() as error:  # its messages name the file by its server path
+        raise InputError(str(error).replace(str(Path(path).parent) + os.sep, "").replace(str(path), name)) from None
     try:
         evaluator = StreamingEvaluator(inputs["pair_states"], inputs["pair_objects"], inputs["seen"],
                                        inputs["candidates"], inputs["feasibility"], inputs["threshold"])

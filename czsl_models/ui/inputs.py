@@ -16,6 +16,7 @@ from ..images import ImageError, load_image
 from ..registry import CheckpointError
 from ..vocab import Vocabulary, VocabularyError
 from .session import visitor_scope
+from .text import escape_html
 
 LOGGER = logging.getLogger(__name__)
 WORLD_OPEN = "Every state with every object"
@@ -49,6 +50,12 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
+def first_line(error: BaseException) -> str:
+    """An error's message as one line (library messages may carry a second line of detail)."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
 class InputError(ValueError):
     """A problem with what the visitor entered, found by the UI itself."""
 
@@ -65,11 +72,12 @@ def friendly_errors(function: Function) -> Function:
         except gr.Error:
             raise
         except expected as error:
-            raise gr.Error(str(error), print_exception=False) from None
+            # Toasts render HTML, and messages quote what the visitor typed: shown as text, never as markup.
+            raise gr.Error(escape_html(first_line(error)), print_exception=False) from None
         except Exception as error:  # unexpected: keep the traceback in the server log, not on screen
             LOGGER.exception("Unexpected error in %s", function.__name__)
-            raise gr.Error(f"Something went wrong ({type(error).__name__}: {error}). "
-                           "The details are in the server log.", print_exception=False) from None
+            raise gr.Error(f"Something went wrong ({type(error).__name__}). The details are in the server log.",
+                           print_exception=False) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -23,6 +23,7 @@ from .gallery import Example
 from .inputs import (WORLD_CHOICES, WORLD_CLOSED, WORLD_OPEN, as_float, build_vocabulary, clamp_int,
                      friendly_errors, read_photo, uploaded_path)
 from .session import visitor_scope
+from .text import escape_html, escape_markdown
 from .state import UNTRAINED, AppState, gpu_function
 
 VISUAL_SLOTS = 3
@@ -72,7 +73,7 @@ def model_status_note(facts: ModelFacts, checkpoint: str, seconds: float) -> str
         return (f"**{facts.display_name} is not trained yet**, so it answers exactly like the CLIP baseline and its "
                 f"explanation shows nothing learned. Train it in the **Train** tab, or choose trained weights "
                 f"under *Model*. {timing}")
-    shown = Path(checkpoint).name if checkpoint else checkpoint
+    shown = escape_markdown(Path(checkpoint).name if checkpoint else checkpoint)  # a visitor may have typed it
     return (f"**{facts.display_name}**, trained weights *{shown}* ({facts.training_steps:,} training steps). "
             f"{timing}")
 
@@ -147,15 +148,15 @@ def preset_vocabulary(state: AppState, preset: str, checkpoint: str | None) -> t
             if vocabulary.name == name:
                 pairs = "\n".join(f"{s} {o}" for s, o in vocabulary.pairs)
                 return ", ".join(vocabulary.states), ", ".join(vocabulary.objects), WORLD_CLOSED, pairs
-        raise gr.Error(f"The dataset {name} is no longer loaded; load it again in the Train or Evaluate tab.",
-                       print_exception=False)
+        raise gr.Error(f"The dataset {escape_html(name)} is no longer loaded; load it again in the Train or "
+                       "Evaluate tab.", print_exception=False)
     if preset == CHECKPOINT_PRESET:
         config = checkpoint_config(checkpoint) or {}
         states, objects = config.get("train_states") or [], config.get("train_objects") or []
         if not states or not objects:
             raise gr.Error("The chosen trained weights do not list the words they were trained on.", print_exception=False)
         return ", ".join(states), ", ".join(objects), WORLD_OPEN, ""
-    raise gr.Error(f"Unknown preset {preset!r}.", print_exception=False)
+    raise gr.Error(f"Unknown word list {escape_html(preset)!r}.", print_exception=False)
 
 
 def model_summary(state: AppState, model_name: str) -> str:
@@ -228,7 +229,8 @@ def _visual_updates(visuals: list[Visual]) -> list[Any]:
         if index < len(visuals):
             visual = visuals[index]
             updates += [gr.update(value=visual.image, label=visual.title, alt_text=visual.alt, visible=True),
-                        gr.update(value=f"**{_sentence(visual.title)}** {visual.caption}", visible=True)]
+                        gr.update(value=f"**{escape_markdown(_sentence(visual.title))}** {escape_markdown(visual.caption)}",
+                                  visible=True)]
         else:
             updates += [gr.update(value=None, visible=False), gr.update(value="", visible=False)]
     return updates
@@ -368,7 +370,7 @@ def build_predict_tab(state: AppState, examples: list[Example], concurrency_limi
         try:
             config = checkpoint_config(checkpoint_value)
         except CheckpointError as error:
-            return f"⚠️ {error}", gr.update(visible=False, value=0.0), gr.update(choices=preset_names(state))
+            return f"⚠️ {escape_markdown(error)}", gr.update(visible=False, value=0.0), gr.update(choices=preset_names(state))
         if config is None:
             return "", gr.update(visible=False, value=0.0), gr.update(choices=preset_names(state))
         words = bool(config.get("train_states") and config.get("train_objects"))

@@ -21,6 +21,7 @@ from .datasets import build_dataset_picker, dataset_spec
 from .inputs import InputError, as_float, clamp_int, friendly_errors, user_error_types
 from .session import current_oauth_token, current_visitor, visitor_scope
 from .state import AppState, dataset_vocabulary
+from .text import escape_markdown
 
 LOGGER = logging.getLogger(__name__)
 POLL_SECONDS = 1.0
@@ -296,7 +297,7 @@ def messages_markdown(run: TrainingRun | None) -> str:
         return ""
     # The trainer's stop line is written for the command line; the status above says the same in the app's words.
     lines = [line for line in run.messages if not line.startswith(PIXEL_MESSAGE_PREFIX)]
-    return "\n".join(f"- {html.escape(line)}" for line in lines[-5:])
+    return "\n".join(f"- {escape_markdown(line)}" for line in lines[-5:])
 
 
 def preset_update(model_name: str | None) -> Any:
