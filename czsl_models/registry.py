@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,6 +149,46 @@ def resolve_checkpoint(checkpoint: str | Path, revision: str | None = None, toke
         raise CheckpointError(f"Could not download {repo_id}{at}: {error}") from error
 
 
+MAX_CONFIG_INT = 65_536  # any size in a config.json; real ones are at most a few thousand
+SHAPE_CHECKED_INT = 4_096  # sizes above this must be a dimension of some tensor in the weights file
+MAX_CONFIG_LIST = 100_000  # words and pairs a checkpoint may name (C-GQA has under 10,000)
+MAX_HEADER_BYTES = 64 << 20
+
+
+def safetensors_shapes(weights_path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape from a .safetensors header, read without loading any tensor."""
+    try:
+        with open(weights_path, "rb") as handle:
+            size = int.from_bytes(handle.read(8), "little")
+            if not 2 <= size <= MAX_HEADER_BYTES:
+                raise ValueError("implausible header size")
+            header = json.loads(handle.read(size))
+        return {name: tuple(int(d) for d in entry["shape"]) for name, entry in header.items() if name != "__metadata__"}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise CheckpointError(f"{weights_path} is corrupt or truncated; retrain or download it again.") from None
+
+
+def check_config_sizes(config: dict[str, Any], weights_path: Path) -> None:
+    """Refuse a config whose sizes are out of bounds or absent from the weights file's tensor shapes, before a
+    model is built from it (a config.json is text anyone can edit; a wrong size would allocate gigabytes)."""
+    dims = {d for shape in safetensors_shapes(weights_path).values() for d in shape}
+    for key, value in config.items():
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise CheckpointError(f"config.json sets {key} to {value}; a checkpoint's numbers must be finite.")
+        if isinstance(value, int) and not 0 <= value <= MAX_CONFIG_INT:
+            raise CheckpointError(f"config.json sets {key} = {value:,}, outside 0..{MAX_CONFIG_INT:,}.")
+        if isinstance(value, int) and value > SHAPE_CHECKED_INT and value not in dims:
+            raise CheckpointError(f"config.json sets {key} = {value:,}, which no tensor in model.safetensors has; "
+                                  "the config does not match its weights.")
+        if isinstance(value, list):
+            if len(value) > MAX_CONFIG_LIST:
+                raise CheckpointError(f"config.json lists {len(value):,} {key}; the limit is {MAX_CONFIG_LIST:,}.")
+            if any(len(str(item)) > 1000 for item in value):
+                raise CheckpointError(f"config.json has an overlong entry in {key}.")
+
+
 def load_model(name: str | None = None, checkpoint: str | Path | None = None, backbone: str | None = None, *,
                revision: str | None = None, token: str | bool | None = None, cache_dir: str | Path | None = None,
                local_files_only: bool = False, force_download: bool = False, **overrides: Any) -> "CompositionModel":
@@ -182,12 +223,17 @@ def load_model(name: str | None = None, checkpoint: str | Path | None = None, ba
     accepted = set(cls._hub_mixin_init_parameters) - {"self"}
     kwargs = {k: v for k, v in config.items() if k in accepted}
     kwargs.update(overrides)
-    model = cls(**kwargs)
     weights_path = directory / "model.safetensors"
+    check_config_sizes(kwargs, weights_path)
+    model = cls(**kwargs)
     try:
         state = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f"{weights_path} is corrupt or truncated ({error}); retrain or download it again.") from None
+    not_finite = sorted(k for k, tensor in state.items() if tensor.is_floating_point() and not tensor.isfinite().all())
+    if not_finite:
+        raise CheckpointError(f"{weights_path} holds NaN or infinite values ({', '.join(not_finite[:3])}); its training "
+                              "diverged. Retrain with a smaller learning rate.")
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

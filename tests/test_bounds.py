@@ -241,3 +241,102 @@ def test_score_file_errors_name_the_file_not_its_server_path(tmp_path):
     with pytest.raises(InputError) as refused:
         metrics_from_scores_file(str(broken))
     assert "scores.npz" in str(refused.value) and str(tmp_path) not in str(refused.value)
+
+
+# ------------------------------------------------------------------ checkpoints
+def _edited_checkpoint(tmp_path: Path, **config_changes) -> Path:
+    import json
+
+    from czsl_models.registry import load_model
+
+    folder = tmp_path / "ckpt"
+    load_model("msci", backbone="tiny").save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(config_changes)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_a_config_is_checked_against_its_weights_before_anything_is_built(tmp_path):
+    folder = _edited_checkpoint(tmp_path, gate_hidden=4_000_000)
+    attack = f"""
+        from czsl_models.registry import CheckpointError, load_model
+        try:
+            load_model("msci", checkpoint={str(folder)!r})
+        except CheckpointError as error:
+            result = str(error)
+    """
+    report = measured("from czsl_models.backbone import get_backbone; get_backbone('tiny', 'cpu')", attack)
+    assert report["result"] and "gate_hidden" in report["result"], report
+    assert report["seconds"] < 5 and report["peak_growth"] < 256 * (1 << 20), report
+
+
+@pytest.mark.parametrize("change, message", [({"gate_hidden": 5000}, "no tensor in model.safetensors has"),
+                                             ({"dropout": float("nan")}, "must be finite"),
+                                             ({"train_states": ["x"] * 200_000}, "the limit is")])
+def test_config_sizes_out_of_bounds_are_refused(tmp_path, change, message):
+    from czsl_models.registry import CheckpointError, load_model
+
+    with pytest.raises(CheckpointError, match=message):
+        load_model("msci", checkpoint=_edited_checkpoint(tmp_path, **change))
+
+
+def test_a_diverged_checkpoint_says_so(tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from czsl_models.registry import CheckpointError, load_model
+
+    folder = _edited_checkpoint(tmp_path)
+    state = load_file(str(folder / "model.safetensors"))
+    name = next(k for k, v in state.items() if v.is_floating_point())
+    state[name] = torch.full_like(state[name], float("nan"))
+    save_file(state, str(folder / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="NaN or infinite values"):
+        load_model("msci", checkpoint=folder)
+
+
+# ------------------------------------------------------------------ dataset zips
+def test_a_zip_with_a_huge_pair_file_is_refused_before_unpacking(tmp_path):
+    import zipfile
+
+    bomb = tmp_path / "pairs-bomb.zip"
+    picture = io.BytesIO()
+    Image.new("RGB", (16, 16), (10, 200, 10)).save(picture, format="PNG")
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        archive.writestr("images/red_apple/0.png", picture.getvalue())
+        with archive.open("compositional-split-natural/train_pairs.txt", "w", force_zip64=True) as member:
+            chunk = b"red apple\n" * 1_000_000
+            for _ in range(15):  # 150 MB of pairs
+                member.write(chunk)
+    assert bomb.stat().st_size < 2_000_000
+    target = tmp_path / "datasets" / "host" / "bomb"
+    attack = f"""
+        from czsl_models.data import import_zip
+        from czsl_models.data.dataset import DatasetError
+        try:
+            import_zip({str(bomb)!r}, {str(target)!r})
+        except DatasetError as error:
+            result = str(error)
+    """
+    report = measured("import czsl_models.data", attack)
+    assert report["result"] and "pair or split file may have at most" in report["result"], report
+    assert report["seconds"] < 5 and report["peak_growth"] < GIB, report
+    leftovers = list((tmp_path / "datasets").rglob("*")) if (tmp_path / "datasets").exists() else []
+    assert all(path.is_dir() for path in leftovers), f"nothing is left on disk: {leftovers}"
+
+
+def test_pair_files_on_disk_are_read_streaming_and_bounded(tmp_path):
+    from czsl_models.data.czsl import MAX_PAIRS_PER_FILE, _read_pair_file
+    from czsl_models.data.dataset import DatasetError
+
+    many = tmp_path / "many_pairs.txt"
+    many.write_text("red apple\n" * (MAX_PAIRS_PER_FILE + 1))
+    with pytest.raises(DatasetError, match="more than"):
+        _read_pair_file(many)
+    long_line = tmp_path / "long_line.txt"
+    long_line.write_text("red " * 20_000 + "apple\n")
+    started = time.perf_counter()
+    with pytest.raises(DatasetError, match="is not a pair"):
+        _read_pair_file(long_line)
+    assert time.perf_counter() - started < 1

@@ -330,3 +330,30 @@ def test_on_zero_gpu_the_train_tab_says_why_it_is_off(monkeypatch, tiny_backbone
     assert texts and "ZeroGPU" in texts[0] and "Train on your own machine" in texts[0]
     start = [block for block in demo.blocks.values() if getattr(block, "elem_id", None) == "train-start"][0]
     assert start.interactive is False
+
+
+# ------------------------------------------------------------------ messages
+def test_visitor_text_is_shown_as_text_and_errors_as_one_clean_line():
+    import gradio as gr
+
+    from czsl_models.ui.inputs import build_vocabulary, friendly_errors
+    from czsl_models.ui.text import escape_markdown
+
+    @friendly_errors
+    def words(pairs):
+        return build_vocabulary("red", "apple", "Only the pairs I list", pairs)
+
+    with pytest.raises(gr.Error) as refused:
+        words('<img src=x onerror=alert(1)> apple')
+    assert "<img" not in refused.value.message and "&lt;img" in refused.value.message
+
+    @friendly_errors
+    def crashes():
+        raise RuntimeError("/srv/secret/path/model.bin\nTraceback (most recent call last): ...")
+
+    with pytest.raises(gr.Error) as crashed:
+        crashes()
+    assert "/srv" not in crashed.value.message and "Traceback" not in crashed.value.message
+    assert "\n" not in crashed.value.message
+    shown = escape_markdown("![x](http://e/x.png) [click](javascript:alert(1)) **bold** <b>")
+    assert "](" not in shown.replace("\\](", "") and "<b>" not in shown and "\\*\\*bold\\*\\*" in shown

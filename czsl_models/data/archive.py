@@ -59,6 +59,9 @@ def _is_junk(parts: tuple[str, ...]) -> bool:
     return parts[0].lower() in JUNK_FOLDERS or parts[-1].lower() in JUNK_NAMES or parts[-1].startswith("._")
 
 
+MAX_METADATA_BYTES = 32_000_000
+
+
 def _plan_extraction(
     infos: list[zipfile.ZipInfo], max_total_bytes: int, max_files: int, max_file_bytes: int
 ) -> tuple[list[tuple[zipfile.ZipInfo, tuple[str, ...]]], int]:
@@ -85,6 +88,12 @@ def _plan_extraction(
         if info.file_size > max_file_bytes:
             raise DatasetError(
                 f"{info.filename!r} unpacks to {info.file_size:,} bytes; the limit per file is {max_file_bytes:,}"
+            )
+        if Path(parts[-1]).suffix.lower() in METADATA_EXTENSIONS and info.file_size > MAX_METADATA_BYTES:
+            # Pair lists and splits are parsed into memory many times their size: keep them to real datasets' scale.
+            raise DatasetError(
+                f"{info.filename!r} unpacks to {info.file_size:,} bytes; a pair or split file may have at most "
+                f"{MAX_METADATA_BYTES:,} (C-GQA's are under 10 MB)"
             )
         key = "/".join(parts).lower()  # case-insensitive, so no file overwrites another on any system
         if key in seen:

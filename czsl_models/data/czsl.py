@@ -15,6 +15,8 @@ from .dataset import (
 )
 
 Pair = tuple[str, str]
+MAX_PAIRS_PER_FILE = 200_000  # C-GQA's open world has about 280,000 pairs, but its pair files list under 10,000
+MAX_PAIR_LINE_CHARS = 1_000
 
 
 def _read_pair_file(path: Path) -> list[Pair]:
@@ -22,13 +24,19 @@ def _read_pair_file(path: Path) -> list[Pair]:
     if not path.is_file():
         raise DatasetError(f"missing pair file {path}")
     pairs: list[Pair] = []
-    for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        words = line.split()
-        if not words:
-            continue
-        if len(words) != 2:
-            raise DatasetError(f"{path}:{line_number}: expected 'state object', got {line.strip()!r}")
-        pairs.append((words[0], words[1]))
+    # Streamed and bounded: a file of millions of tiny lines would otherwise take gigabytes as Python objects.
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if len(line) > MAX_PAIR_LINE_CHARS:
+                raise DatasetError(f"{path.name}:{line_number}: a line of {len(line):,} characters is not a pair")
+            words = line.split()
+            if not words:
+                continue
+            if len(words) != 2:
+                raise DatasetError(f"{path.name}:{line_number}: expected 'state object', got {line.strip()[:80]!r}")
+            if len(pairs) >= MAX_PAIRS_PER_FILE:
+                raise DatasetError(f"{path.name} lists more than {MAX_PAIRS_PER_FILE:,} pairs")
+            pairs.append((words[0], words[1]))
     return pairs
 
 

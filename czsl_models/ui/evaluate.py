@@ -85,7 +85,6 @@ def metrics_table(metrics: dict[str, Any]) -> pd.DataFrame:
 
 def metrics_summary(metrics: dict[str, Any], where: str) -> str:
     """Two plain sentences about the result."""
-    where = escape_markdown(where)  # names a visitor's upload
     return (f"On {where}, the model is right on **{100 * float(metrics['best_seen']):.1f}%** of photos of combinations "
             f"it saw in training at best, and on **{100 * float(metrics['best_unseen']):.1f}%** of photos of new "
             f"combinations at best. The curve shows the trade-off between the two as the model is nudged toward "
@@ -187,7 +186,7 @@ def build_evaluate_tab(state: AppState) -> tuple[Any, Any]:
             if path is None:
                 raise InputError("Upload a scores .npz file first.")
             metrics = metrics_from_scores_file(path)
-            where = f"the photos in {Path(path).name}"
+            where = f"the photos in {escape_markdown(Path(path).name)}"  # visitors' names: shown as text
             title = Path(path).name
         else:
             spec = dataset_spec(dataset_source, upload, server_path)
@@ -199,7 +198,7 @@ def build_evaluate_tab(state: AppState) -> tuple[Any, Any]:
             if threshold is not None:
                 world += f", leaving out implausible new combinations: feasibility below {threshold:.3f}"
                 short_world += ", implausible combinations left out"
-            where = f"the {phase_name} photos of {dataset_name} ({world})"
+            where = f"the {phase_name} photos of {escape_markdown(dataset_name)} ({world})"
             title = f"{state.display_name(model_name)} on {dataset_name}, {phase_name} ({short_world})"
             baseline = None
             if model_name != "clip":
