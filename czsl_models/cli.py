@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import sys
 from typing import Callable, Sequence
 
@@ -42,6 +43,28 @@ def print_error(message: str) -> int:
     return 2
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (not nan or inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
+    return value
+
+
 def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `predict`."""
     parser.add_argument("image", nargs="+",
@@ -57,8 +80,9 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: ViT-L-14-quickgelu:openai, or the checkpoint's own)")
     parser.add_argument("--checkpoint", default=None, help="a checkpoint folder, a folder name in weights/, or a Hub repo id")
     parser.add_argument("--revision", default=None, help="with a Hub repo id: the branch, tag or commit (default main)")
-    parser.add_argument("--top-k", type=int, default=5, help="how many compositions to show (default 5)")
-    parser.add_argument("--bias", type=float, default=0.0, help="calibration bias added to unseen pairs (needs seen pairs)")
+    parser.add_argument("--top-k", type=positive_int, default=5, help="how many compositions to show (default 5)")
+    parser.add_argument("--bias", type=finite_float, default=0.0,
+                        help="calibration bias added to unseen pairs (needs seen pairs)")
     add_head_precision_argument(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--output", default=None,

@@ -357,3 +357,14 @@ def test_visitor_text_is_shown_as_text_and_errors_as_one_clean_line():
     assert "\n" not in crashed.value.message
     shown = escape_markdown("![x](http://e/x.png) [click](javascript:alert(1)) **bold** <b>")
     assert "](" not in shown.replace("\\](", "") and "<b>" not in shown and "\\*\\*bold\\*\\*" in shown
+
+
+def test_numbers_that_mean_nothing_are_refused_plainly(capsys, example_paths):
+    from czsl_models.cli import main
+    from czsl_models.ui.inputs import as_float
+
+    assert as_float("nan", 0.0) == 0.0 and as_float("inf", 1.0) == 1.0 and as_float("abc", 2.0) == 2.0
+    for option, value, message in (("--top-k", "0", "must be at least 1"), ("--bias", "nan", "must be a finite number")):
+        with pytest.raises(SystemExit) as exited:
+            main(["predict", str(example_paths[0]), "--backbone", "tiny", option, value])
+        assert exited.value.code == 2 and message in capsys.readouterr().err

@@ -46,10 +46,10 @@ def _load_metadata(path: Path) -> list[dict[str, str]]:
 
     try:
         records = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
+    except Exception:  # torch raises UnpicklingError, RuntimeError, EOFError, ...; its advice to unpickle is wrong here
         raise DatasetError(
             f"cannot read metadata {path.name}: it must be a torch.save'd list of plain records "
-            f"(arbitrary pickled objects are refused for safety). Details: {str(error).splitlines()[0]}"
+            f"(arbitrary pickled objects are refused for safety)."
         ) from None
     if not isinstance(records, list):
         raise DatasetError(f"metadata {path.name} must hold a list of records, not {type(records).__name__}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
@@ -124,11 +125,12 @@ def clamp_int(value: Any, low: int, high: int, default: int) -> int:
 
 
 def as_float(value: Any, default: float = 0.0) -> float:
-    """A float setting from a slider or an API call."""
+    """A float setting from a slider or an API call; not-a-number and infinities give the default."""
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         return default
+    return number if math.isfinite(number) else default
 
 
 def photo_with_examples(examples: list[str], name: str, height: int) -> tuple[gr.Image, gr.Examples]:

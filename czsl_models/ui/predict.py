@@ -98,7 +98,8 @@ def predict_photo(state: AppState, image: Any, model_name: str, checkpoint: str 
     started = time.perf_counter()
     photo = read_photo(image)
     prediction, facts = run_model(state, model_name or "clip", checkpoint, photo, (states, objects, world, pairs),
-                                  clamp_int(top_k, 1, MAX_TOP_K, 5), as_float(bias))
+                                  clamp_int(top_k, 1, MAX_TOP_K, 5),
+                                  max(-BIAS_RANGE, min(BIAS_RANGE, as_float(bias))))
     honesty = Honesty(is_random_backbone(state.backbone.spec), facts.trained, facts.name != "clip")
     visuals = build_visuals(prediction, photo)
     if not honesty.explanation_meaningful:

@@ -412,8 +412,9 @@ def build_train_tab(state: AppState) -> TrainTab:
         if not model_name:
             raise InputError("Choose a model to train.")
         learning_rate_value = None if lr_value in (None, "") else as_float(lr_value, 0.0)
-        if learning_rate_value is not None and not learning_rate_value > 0:
-            raise InputError("The learning rate must be a positive number, such as 0.003, or empty for the recipe's.")
+        if learning_rate_value is not None and not 0 < learning_rate_value <= 1:
+            raise InputError("The learning rate must be a number above 0 and at most 1, such as 0.003, or empty "
+                             "for the recipe's.")
         manager.check_free()  # before unpacking or reading anything
         spec = dataset_spec(source, upload, server_path)
         dataset = load_dataset(spec)
