@@ -105,8 +105,8 @@ def load_image(source: str | Path | bytes | Image.Image, name: str | None = None
     name = name or (Path(source).name if isinstance(source, (str, Path)) else "The upload")
     try:
         handle = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
-    except OSError:
-        raise ImageError(f"Cannot open {name}.") from None
+    except OSError as error:  # strerror is the reason alone ("No such file or directory"), never the path
+        raise ImageError(f"Cannot open {name}: {error.strerror or 'it cannot be read'}.") from None
     with handle:
         try:
             with warnings.catch_warnings():
