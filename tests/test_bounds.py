@@ -68,11 +68,15 @@ def test_a_thin_strip_costs_no_more_than_a_photo(tmp_path, width, monkeypatch, e
     monkeypatch.setenv("PHOTO", str(example_paths[0]))
     attack = f"""
         answer = predict_photo(state, {str(strip)!r}, "msci", "", "red, blue", "apple", "Every state with every object", "")
-        result = len(answer.ranking)
+        strip_seconds = time.perf_counter() - started
+        predict_photo(state, os.environ["PHOTO"], "msci", "", "red, blue", "apple", "Every state with every object", "")
+        result = [len(answer.ranking), strip_seconds, time.perf_counter() - started - strip_seconds]
     """
     report = measured(PREDICT_SETUP, attack)
-    assert report["result"] == 2
-    assert report["seconds"] < 5, report
+    ranked, strip_seconds, photo_seconds = report["result"]
+    assert ranked == 2
+    # As fast as an ordinary photo (the machine may be shared, so compare with one measured alongside).
+    assert strip_seconds < max(5.0, 2 * photo_seconds), report
     assert report["peak_growth"] < GIB, report
 
 
