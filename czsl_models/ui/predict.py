@@ -329,6 +329,7 @@ def build_predict_tab(state: AppState, examples: list[Example], concurrency_limi
 
     guarded_compute = friendly_errors(compute)
 
+    @visitor_scope
     def on_predict(image_value, model_name, checkpoint_value, states_text, objects_text, world_value, pairs_text,
                    top_k_value, bias_value, previous_value):
         """Rank state-object compositions in a photo and explain the answer."""
@@ -339,11 +340,14 @@ def build_predict_tab(state: AppState, examples: list[Example], concurrency_limi
             return error_outputs(error_message(error), as_previous(previous_value))
         return result_outputs(result)
 
-    def on_rerun(image_value, *rest):
+    @visitor_scope
+    def on_rerun(image_value, model_name, checkpoint_value, states_text, objects_text, world_value, pairs_text,
+                 top_k_value, bias_value, previous_value):
         """Answer again after the model or words changed; nothing to do before there is a photo."""
         if uploaded_path(image_value) is None:
             return [gr.update() for _ in outputs]
-        return on_predict(image_value, *rest)
+        return on_predict(image_value, model_name, checkpoint_value, states_text, objects_text, world_value,
+                          pairs_text, top_k_value, bias_value, previous_value)
 
     inputs = [image, model, checkpoint, states, objects, world, pairs, top_k, bias, previous]
     outputs = [message, answer, note, explain_box, *slots, parts, details, previous]

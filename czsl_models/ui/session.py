@@ -53,6 +53,8 @@ def visitor_scope(function: Function) -> Function:
                     token = extra
             args = args[:len(own)]
         session_hash = getattr(request, "session_hash", None)
+        if request is None and token is None:  # a direct call (or one handler calling another): keep the caller's
+            return function(*args, **kwargs)
         reset_token = _oauth_token.set(token)
         try:
             with as_visitor(visitor_id(session_hash)), visitor_hub_login(token):
