@@ -23,7 +23,7 @@ from torch import nn
 
 DEFAULT_BACKBONE = "ViT-L-14-quickgelu:openai"
 TINY_BACKBONE = "tiny"
-WORD_CACHE_ITEMS = 50_000  # words remembered by the tokenizer caches (a few MB); older ones are re-tokenised
+WORD_CACHE_ITEMS = 50_000  # words the tokenizer caches keep (a few MB); older ones are tokenised again
 RANDOM_PREFIX = "random:"
 
 # A small ViT with ViT-L/14's patch grid (16x16 patches of 14 px at 224 px), so every
@@ -194,10 +194,8 @@ class TextFeatureCache:
 
 
 class BoundedDict(dict):
-    """A dict that forgets its oldest entries beyond max_items, except the pinned ones it started with.
-
-    Stands in for the tokenizer's BPE cache and the word-token cache, which otherwise keep every word any visitor
-    ever typed. Dict semantics are kept (`in`, `[]`), so the tokenizer uses it unchanged."""
+    """A dict forgetting its oldest entries beyond max_items (not the pinned ones it started with): the tokenizer's
+    BPE cache and the word-token cache would otherwise keep every word any visitor ever typed."""
 
     def __init__(self, pinned: dict | None = None, max_items: int = 50_000) -> None:
         super().__init__(pinned or {})
@@ -259,8 +257,7 @@ class Backbone:
         self.eot_token = int(tokenizer.eot_token_id) if hasattr(tokenizer, "eot_token_id") else 49407
         self.text_cache = TextFeatureCache()
         self._word_token_cache: BoundedDict = BoundedDict(max_items=WORD_CACHE_ITEMS)
-        if isinstance(getattr(tokenizer, "cache", None), dict):
-            # open_clip's BPE cache grows with every new word; keep its special tokens and the most recent words.
+        if isinstance(getattr(tokenizer, "cache", None), dict):  # open_clip's BPE cache: bounded, specials pinned
             tokenizer.cache = BoundedDict(dict(tokenizer.cache), max_items=WORD_CACHE_ITEMS)
         self._lock = threading.Lock()
 
@@ -301,7 +298,6 @@ class Backbone:
     def preprocess_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """PIL images -> normalised pixel batch on the backbone device."""
         from .images import limit_aspect, to_rgb
-
         # The aspect bound first: a thin strip would otherwise grow to millions of pixels in the resize.
         return torch.stack([self.preprocess(to_rgb(limit_aspect(image))) for image in images]).to(self.device)
 
