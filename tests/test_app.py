@@ -141,9 +141,9 @@ def test_menus_presets_and_visibility(client):
     # The model group is a layout block: the client returns only the file box's update.
     assert client.predict("A saved scores file (.npz)", api_name="/evaluate_source_changed")["visible"] is True
     assert client.predict("refiner", api_name="/evaluate_model_changed")[0]["value"] == ""
-    # SVIP must read the photos at every step: "Fast" is not offered, and the reason and a time estimate are.
+    # Every model trains with "Fast"; for SVIP the choice says what it leaves out, with a time estimate.
     svip_preset = client.predict("svip", api_name="/train_model_changed")
-    assert svip_preset["interactive"] is False and svip_preset["value"] == "paper" and "minutes" in svip_preset["info"]
+    assert svip_preset["interactive"] is True and "minutes" in svip_preset["info"] and "context" in svip_preset["info"]
     assert client.predict("msci", api_name="/train_model_changed")["interactive"] is True
     progress = client.predict(api_name="/refresh_train_status")[0]
     assert "No training has run yet" in progress or "<progress" in progress

@@ -32,6 +32,9 @@ PRESET_CHOICES = [("Fast: learns from the photos' features, computed once", "fas
 # Rough times on the built-in shapes (the default 15 epochs, tiny backbone, 2-core CPU), said before a run
 # starts; the progress bar gives the measured time left once it runs. All three train from cached features.
 TIME_ESTIMATES = {"msci": "a few minutes", "refiner": "a few minutes", "svip": "a few minutes"}
+# What 'Fast' leaves out, where it leaves something out (czsl_models.training.config builds the presets).
+FAST_PRESET_NOTES = {"svip": "'Fast' keeps SVIP's learned context at zero (it needs the photos at every step): "
+                             "it learns the patch picker and the label matching; 'As in the papers' learns all of it."}
 PIXEL_MESSAGE_PREFIX = "Stopped at step"  # the trainer's own stop line (it names a command-line flag)
 EPOCH_HEADERS = ["Epoch", "Training loss", "Seen %", "Unseen %", "HM %", "AUC %", "Kept"]
 # The shapes recipe's epochs (czsl_models.training.config): enough for the AUC column to climb visibly.
@@ -301,20 +304,11 @@ def messages_markdown(run: TrainingRun | None) -> str:
 
 
 def preset_update(model_name: str | None) -> Any:
-    """The 'How to train' choice for a model: 'Fast' is not offered to a model that must read pixels."""
+    """The 'How to train' choice for a model, with what 'Fast' means for it and how long it takes."""
     estimate = TIME_ESTIMATES.get(model_name or "", "")
-    if model_name and not model_can_use_fast(model_name):
-        return gr.update(value="paper", interactive=False,
-                         info=f"{display(model_name)} reads the photos themselves at every step (its patch choice "
-                              f"needs them), so 'Fast' is not available; {estimate} on the built-in shapes.")
-    return gr.update(interactive=True, info=f"On the built-in shapes, 'Fast' takes {estimate}." if estimate else None)
-
-
-def model_can_use_fast(model_name: str) -> bool:
-    """Whether a model trains from cached photo features (the 'Fast' preset)."""
-    from ..registry import model_class
-
-    return not getattr(model_class(model_name), "needs_pixels_for_training", False)
+    parts = [f"On the built-in shapes, 'Fast' takes {estimate}." if estimate else "",
+             FAST_PRESET_NOTES.get(model_name or "", "")]
+    return gr.update(interactive=True, info=" ".join(part for part in parts if part) or None)
 
 
 def display(model_name: str) -> str:
