@@ -1,7 +1,8 @@
 """Latency of N concurrent predictions through the served app (tiny backbone), each from its own
-gradio_client session, as a public Space sees them: prints p50 / p95 / max seconds and the machine load.
+gradio_client session, as a public Space sees them (SPACE_ID set, so every visitor is kept apart): prints
+p50 / p95 / max seconds, the machine load and its CPU.
 
-    python benchmarks/concurrent_predictions.py [--requests 30] [--model msci]
+    python benchmarks/concurrent_predictions.py [--requests 30] [--model msci] [--local]
 """
 
 from __future__ import annotations
@@ -28,12 +29,22 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[index]
 
 
+def predict_input_count(demo) -> int:
+    """How many inputs the app's /predict event takes (the same script then measures older versions too)."""
+    return next(len(fn.inputs) for fn in demo.fns.values() if fn.api_name == "predict")
+
+
 def main() -> None:
     """Serve the app, fire the predictions at once, print the latency distribution."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=30)
     parser.add_argument("--model", default="msci")
+    parser.add_argument("--local", action="store_true", help="serve as on your own machine (no SPACE_ID)")
     args = parser.parse_args()
+    if not args.local:
+        os.environ.setdefault("SPACE_ID", "benchmark/czsl-demo")
+        os.environ.pop("HF_TOKEN", None)
+    import torch
     from gradio_client import Client, handle_file
 
     from czsl_models.presets import DEFAULT_OBJECTS, DEFAULT_STATES
@@ -48,12 +59,14 @@ def main() -> None:
                     **launch_options())
         url = demo.local_url
         photos = sorted((ROOT / "examples").glob("*.jpg"))
+        # The Predict button's inputs; any after the nine the page shows (its remembered answer) start empty.
+        extra = [""] * (predict_input_count(demo) - 9)
         clients = [Client(url, verbose=False, httpx_kwargs={"timeout": 300}) for _ in range(args.requests)]
 
         def one(index: int) -> float:
             started = time.perf_counter()
             clients[index].predict(handle_file(str(photos[index % len(photos)])), args.model, "", DEFAULT_STATES,
-                                   DEFAULT_OBJECTS, WORLD_OPEN, "", 5, 0.0, api_name="/predict")
+                                   DEFAULT_OBJECTS, WORLD_OPEN, "", 5, 0.0, *extra, api_name="/predict")
             return time.perf_counter() - started
 
         one(0)  # warm-up: the first call fills the text-feature cache
@@ -63,7 +76,8 @@ def main() -> None:
         demo.close()
     print(f"{args.requests} concurrent /predict ({args.model}, tiny backbone): p50 {statistics.median(seconds):.2f} s, "
           f"p95 {percentile(seconds, 0.95):.2f} s, max {max(seconds):.2f} s; "
-          f"load average before {load_before:.2f}, after {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+          f"load average before {load_before:.2f}, after {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs "
+          f"({torch.backends.cpu.get_cpu_capability()}), {'local' if args.local else 'as a Space'}")
 
 
 if __name__ == "__main__":

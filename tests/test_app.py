@@ -192,6 +192,10 @@ def test_bad_inputs_give_clear_messages_and_the_app_keeps_serving(client, tmp_pa
     with pytest.raises(AppError) as caught:
         client.predict(SOURCE_ZIP, handle_file(str(broken_zip)), "", "msci", "fast", 1, 0.001, api_name="/train_start")
     assert "not a readable zip" in str(caught.value) and "Traceback" not in str(caught.value)
+    for learning_rate in ("abc", "1e300", "nan", "-0.1"):
+        with pytest.raises(AppError, match="learning rate must be a number above 0 and at most 1"):
+            client.predict(SOURCE_SYNTHETIC, None, "", "msci", "fast", 1, learning_rate, api_name="/train_start")
+    assert "No training has run yet" in client.predict(api_name="/train_status")[0], "nothing was started"
     # The app still answers after the bad requests.
     assert predict(client, EXAMPLES[0], top_k=1)["labels"] == good["labels"]
 

@@ -344,3 +344,38 @@ def test_pair_files_on_disk_are_read_streaming_and_bounded(tmp_path):
     with pytest.raises(DatasetError, match="is not a pair"):
         _read_pair_file(long_line)
     assert time.perf_counter() - started < 1
+
+
+def _picture_zip(path: Path, pictures: int, side: int = 64) -> Path:
+    """A dataset zip of `pictures` noise PNGs per pair (noise does not compress, so sizes on disk are real)."""
+    import zipfile
+
+    rng = np.random.default_rng(0)
+    with zipfile.ZipFile(path, "w") as archive:
+        for folder in ("red apple", "green apple", "red pear", "green pear"):
+            for k in range(pictures):
+                buffer = io.BytesIO()
+                Image.fromarray(rng.integers(0, 255, (side, side, 3), dtype=np.uint8)).save(buffer, format="PNG")
+                archive.writestr(f"{folder}/{k}.png", buffer.getvalue())
+    return path
+
+
+def test_unpacked_uploads_are_kept_within_the_size_and_age_budget(tmp_path, monkeypatch):
+    import os
+
+    from czsl_models.quota import folder_bytes
+    from czsl_models.ui.datasets import SOURCE_ZIP, dataset_spec
+
+    monkeypatch.setenv("CZSL_DATA_DIR", str(tmp_path / "datasets"))
+    one_upload = 4 * 5 * 64 * 64 * 3  # about the bytes one unpacked zip below holds
+    monkeypatch.setenv("CZSL_UPLOADS_MAX_BYTES", str(int(2.5 * one_upload)))
+    unpacked = [Path(dataset_spec(SOURCE_ZIP, str(_picture_zip(tmp_path / f"upload{k}.zip", 5)), None))
+                for k in range(4)]
+    kept = [folder for folder in unpacked if folder.is_dir()]
+    assert kept == unpacked[-2:], "the oldest uploads went first; the newest always stays"
+    assert folder_bytes(tmp_path / "datasets") <= 2.5 * one_upload
+    # Age: an upload older than the age budget goes when the next one arrives.
+    monkeypatch.setenv("CZSL_UPLOADS_MAX_AGE_HOURS", "1")
+    os.utime(kept[-1], (time.time() - 7200, time.time() - 7200))
+    newest = Path(dataset_spec(SOURCE_ZIP, str(_picture_zip(tmp_path / "upload-new.zip", 1)), None))
+    assert newest.is_dir() and not kept[-1].exists()

@@ -421,7 +421,8 @@ def build_train_tab(state: AppState) -> TrainTab:
 
     model.change(preset_update, inputs=[model], outputs=[preset], api_name="train_model_changed")
     start.click(on_start, inputs=[*picker.inputs, model, preset, epochs, learning_rate], outputs=status_outputs,
-                api_name="train_start", concurrency_id="train_control", concurrency_limit=1)
+                api_name="train_start", concurrency_id="train_control", concurrency_limit=1,
+                preprocess=False)  # our own checks give API callers a clear message for text in the number boxes
 
     @visitor_scope
     def on_stop():
