@@ -69,3 +69,19 @@ def test_every_picture_has_alt_text_and_untrained_ones_are_stamped(tiny_backbone
         stamped = watermark(visual, "not trained: not meaningful")
         assert "not trained: not meaningful" in stamped.alt
         assert np.abs(np.asarray(stamped.image, dtype=np.int16) - np.asarray(visual.image, dtype=np.int16)).max() > 50
+
+
+def test_pictures_are_written_once_where_gradio_serves_them(tmp_path):
+    from gradio.processing_utils import save_file_to_cache
+
+    from czsl_models.ui.image_files import cached_image_file
+
+    photo = Image.new("RGB", (120, 80), (200, 30, 30))
+    panel = cached_image_file(photo, photographic=True, cache_dir=str(tmp_path))
+    chart = cached_image_file(photo, photographic=False, cache_dir=str(tmp_path))
+    assert panel.endswith(".jpg") and chart.endswith(".png")
+    assert Image.open(panel).format == "JPEG" and Image.open(chart).format == "PNG"
+    assert np.abs(np.asarray(Image.open(chart), dtype=int) - np.asarray(photo, dtype=int)).max() == 0, "charts lossless"
+    assert save_file_to_cache(panel, str(tmp_path)) == panel, "Gradio finds the file already in its cache"
+    assert cached_image_file(photo, photographic=True, cache_dir=str(tmp_path)) == panel
+    assert len(list(tmp_path.rglob("*.*"))) == 2, "the same picture is stored once, with no partial files left"

@@ -4,18 +4,19 @@ curve (AUC shaded, best HM marked) and the metrics table."""
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import numpy as np
 import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
 from ..hosting import GPU_SECONDS
 from .datasets import build_dataset_picker, dataset_spec
-from .explain import RENDER_LOCK, figure_to_image
 from .inputs import InputError, friendly_errors, uploaded_path, user_error_types
 from .predict import model_summary
 from .state import AppState, dataset_vocabulary, gpu_function
@@ -30,6 +31,15 @@ METRIC_ROWS = (("best_seen", "Best seen accuracy", "photos of combinations seen 
                ("AUC", "Area under the curve (AUC)", "a summary of every trade-off"),
                ("attr_acc", "State accuracy", "the state of the top answer is right"),
                ("obj_acc", "Object accuracy", "the object of the top answer is right"))
+# Matplotlib's Agg canvases are independent, but its font cache is process-wide: one curve renders at a time.
+RENDER_LOCK = threading.Lock()
+
+
+def figure_to_image(figure: Figure) -> Image.Image:
+    """Render a matplotlib figure to an RGB image."""
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3].copy())
 
 
 def best_hm_index(seen: np.ndarray, unseen: np.ndarray) -> int:

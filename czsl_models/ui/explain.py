@@ -6,18 +6,16 @@ arrays are missing is skipped, so a model that explains less still gets a page."
 from __future__ import annotations
 
 import math
-import threading
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from matplotlib import colormaps, font_manager
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from PIL import Image, ImageDraw, ImageFont
+from matplotlib import colormaps
+from PIL import Image, ImageDraw
 
 from ..models.base import Prediction, RankedPair
+from .bar_chart import Series, horizontal_bars
+from .bar_chart import font as _font
 
 VIEW_SIZE = 224  # the models see the centre square of the photo at this size
 # Okabe-Ito colours: told apart with every common colour-vision deficiency; every bar is also labelled
@@ -35,10 +33,6 @@ TOP_MARGIN = 34  # keeps panel titles clear of the viewer's download and full-sc
 TITLE_HEIGHT = 26 + TOP_MARGIN
 LEGEND_HEIGHT = 30
 COLOUR_BAR_HEIGHT = 44
-CHART_FONT = 12  # chart text in points: still about 11 px when a phone shrinks the picture to fit
-# Matplotlib's Agg canvases are independent, but its font cache and colormap registry are
-# process-wide; one lock keeps concurrent predictions from rendering at the same instant.
-RENDER_LOCK = threading.Lock()
 
 
 @dataclass
@@ -49,6 +43,7 @@ class Visual:
     image: Image.Image
     caption: str
     description: str = ""  # what the picture shows, for its alt text (the caption says how to read it)
+    photographic: bool = False  # made of the photo (heat maps, patches): stored as JPEG, charts as PNG
 
     @property
     def alt(self) -> str:
@@ -73,7 +68,7 @@ def watermark(visual: Visual, text: str) -> Visual:
         draw.rectangle((box[0] - 8, box[1] - 4, box[2] + 8, box[3] + 4), fill=(255, 255, 255, 170))
         draw.text(((image.width - width) / 2, top), words, font=font, fill=(160, 20, 20, 235))
     stamped = Image.alpha_composite(image, layer).convert("RGB")
-    return Visual(visual.title, stamped, visual.caption, f"{visual.alt} Stamped: {text}.")
+    return Visual(visual.title, stamped, visual.caption, f"{visual.alt} Stamped: {text}.", visual.photographic)
 
 
 # ------------------------------------------------------------------ ranking text
@@ -115,35 +110,6 @@ def model_view(image: Image.Image, size: int = VIEW_SIZE) -> Image.Image:
     return resized.crop((left, top, left + size, top + size))
 
 
-def figure_to_image(figure: Figure) -> Image.Image:
-    """Render a matplotlib figure to an RGB image."""
-    canvas = FigureCanvasAgg(figure)
-    canvas.draw()
-    return Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3].copy())
-
-
-def finish_bar_chart(figure: Figure, axis, positions: np.ndarray, labels: Sequence[str], xlabel: str,
-                     fontsize: int = CHART_FONT, **legend: Any) -> Image.Image:
-    """Label a horizontal bar chart the same way everywhere and render it (call under RENDER_LOCK): large
-    text, the legend below the plot where it covers no bar, room at the top for the viewer's buttons."""
-    axis.set_yticks(positions, labels, fontsize=max(fontsize, CHART_FONT - 1))
-    axis.set_xlabel(xlabel, fontsize=CHART_FONT)
-    axis.tick_params(axis="x", labelsize=CHART_FONT - 1)
-    options = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.22), "ncol": 1, "frameon": False}
-    options.update(legend or {})
-    options.pop("fontsize", None)
-    axis.legend(fontsize=CHART_FONT - 1, **options)
-    axis.spines[["top", "right"]].set_visible(False)
-    figure.tight_layout(rect=(0, 0, 1, 0.94))
-    return figure_to_image(figure)
-
-
-def label_bars(axis, container, texts: Sequence[str], inside_colour: str = "white") -> None:
-    """Write each bar's meaning on the bar itself (inside when it fits), so no reader needs its colour."""
-    axis.bar_label(container, labels=list(texts), label_type="center", color=inside_colour,
-                   fontsize=CHART_FONT - 2, fontweight="bold")
-
-
 def _normalised(grid: np.ndarray) -> np.ndarray:
     grid = np.asarray(grid, dtype=np.float64)
     low, high = np.nanmin(grid), np.nanmax(grid)
@@ -162,15 +128,6 @@ def as_grid(values: Any) -> np.ndarray | None:
         if side * side == array.size and side > 0:
             return array.reshape(side, side)
     return None
-
-
-@lru_cache(maxsize=32)
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    """Matplotlib's DejaVu Sans, so photo panels and charts share one typeface."""
-    try:
-        return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), size)
-    except OSError:
-        return ImageFont.load_default(size=size)
 
 
 def compose_panels(panels: Sequence[tuple[str, Image.Image]],
@@ -280,17 +237,13 @@ def score_parts_visual(prediction: Prediction) -> Visual | None:
         return None
     # Both parts shift by the same amount for every row, so the order of the totals is the order of the scores.
     phrase = composition - composition.min()
-    with RENDER_LOCK:
-        figure = Figure(figsize=(5.6, 0.55 * len(names) + 2.0), dpi=100)
-        axis = figure.add_subplot(1, 1, 1)
-        rows = np.arange(len(names))[::-1]
-        first = axis.barh(rows, phrase, color=COMPOSITION_COLOUR, label="phrase: the whole 'state object' matches")
-        second = axis.barh(rows, product, left=phrase, color=PRODUCT_COLOUR,
-                           label="parts: state × object, each on its own")
-        width = max(float((phrase + product).max()), 1e-6)
-        label_bars(axis, first, ["phrase" if value > 0.18 * width else "" for value in phrase])
-        label_bars(axis, second, ["parts" if value > 0.12 * width else "" for value in product], "black")
-        image = finish_bar_chart(figure, axis, rows, names, "score points (the phrase part above the lowest shown)")
+    width = max(float((phrase + product).max()), 1e-6)
+    image = horizontal_bars(names, [
+        Series("phrase: the whole 'state object' matches", COMPOSITION_COLOUR, phrase,
+               ["phrase" if value > 0.18 * width else "" for value in phrase]),
+        Series("parts: state × object, each on its own", PRODUCT_COLOUR, product,
+               ["parts" if value > 0.12 * width else "" for value in product], text_colour="black"),
+    ], "score points (the phrase part above the lowest shown)", stacked=True, bar_height=30)
     top = names[0]
     return Visual("How each score is made", image,
                   "Each bar is an answer's score, built from two parts: how well the photo matches the whole phrase "
@@ -327,18 +280,12 @@ def msci_weights_visual(prediction: Prediction, top: int = 3) -> Visual | None:
     if not rows:
         return None
     rows = rows[: 3 * top]
-    with RENDER_LOCK:
-        figure = Figure(figsize=(6.4, 0.36 * len(rows) + 1.5), dpi=100)
-        axis = figure.add_subplot(1, 1, 1)
-        positions = np.arange(len(rows))[::-1]
-        local = np.array([row[1] for row in rows])
-        glob = np.array([row[2] for row in rows])
-        axis.barh(positions + 0.2, local, height=0.4, color=LOCAL_COLOUR, label="upper bar: added by the local-details stage")
-        axis.barh(positions - 0.2, glob, height=0.4, color=GLOBAL_COLOUR, label="lower bar: added by the whole-scene stage")
-        axis.axvline(0, color="black", linewidth=0.8)
-        labels = [f"{row[0]}  gate {row[3]:.2f}" for row in rows]
-        image = finish_bar_chart(figure, axis, positions, labels, "change in the match score (logit points)", fontsize=8,
-                                 loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=1, frameon=False)
+    local = np.array([row[1] for row in rows])
+    glob = np.array([row[2] for row in rows])
+    image = horizontal_bars([f"{row[0]}  gate {row[3]:.2f}" for row in rows], [
+        Series("upper bar: added by the local-details stage", LOCAL_COLOUR, local),
+        Series("lower bar: added by the whole-scene stage", GLOBAL_COLOUR, glob),
+    ], "change in the match score (logit points)", bar_height=13)
     untrained = not np.any(np.abs(np.concatenate([local, glob])) > 1e-9)
     caption = ("For each top answer, and for its state and its object, the upper bar shows how much the look at small "
                "details and the lower bar how much the look at the whole scene raised (right) or lowered (left) its "
@@ -365,7 +312,8 @@ def msci_attention_visual(prediction: Prediction, photo: Image.Image) -> Visual 
     return Visual(f"Where the model looked for '{top.state} {top.object}'", heatmap_panels(photo, maps),
                   "Beside the photo, the parts the top answer paid most attention to, first for details, then for the "
                   "whole scene: the more attention, the stronger the colour (see the key under the pictures).",
-                  heatmap_description(f"where the model looked for '{top.state} {top.object}'", maps))
+                  heatmap_description(f"where the model looked for '{top.state} {top.object}'", maps),
+                  photographic=True)
 
 
 def refiner_attention_visual(prediction: Prediction, photo: Image.Image) -> Visual | None:
@@ -381,7 +329,7 @@ def refiner_attention_visual(prediction: Prediction, photo: Image.Image) -> Visu
     return Visual("What each group of learned questions looked at", heatmap_panels(photo, maps),
                   "The model sends three groups of learned questions over the photo, about the state, the object and "
                   "the pair; the stronger the colour, the more that group looked there (see the key).",
-                  heatmap_description("where each group of learned questions looked", maps))
+                  heatmap_description("where each group of learned questions looked", maps), photographic=True)
 
 
 def refiner_contributions_visual(prediction: Prediction) -> Visual | None:
@@ -395,17 +343,10 @@ def refiner_contributions_visual(prediction: Prediction) -> Visual | None:
         return None
     names = [_shorten(f"{item.state} {item.object}") for item in prediction.ranking][: values.shape[0]]
     colours = [LOCAL_COLOUR, GLOBAL_COLOUR, THIRD_COLOUR]
-    with RENDER_LOCK:
-        figure = Figure(figsize=(5.6, 0.75 * len(names) + 2.0), dpi=100)
-        axis = figure.add_subplot(1, 1, 1)
-        positions = np.arange(len(names))[::-1]
-        height = 0.8 / len(groups)
-        for index, group in enumerate(groups):
-            bars = axis.barh(positions + (1 - index) * height, values[: len(names), index], height=height,
-                             color=colours[index % len(colours)], label=f"{group} questions")
-            axis.bar_label(bars, labels=[group] * len(names), padding=3, fontsize=CHART_FONT - 3)
-        axis.axvline(0, color="black", linewidth=0.8)
-        image = finish_bar_chart(figure, axis, positions, names, "change in score")
+    image = horizontal_bars(names, [
+        Series(f"{group} questions", colours[index % len(colours)], values[: len(names), index],
+               [group] * len(names), text_at_end=True)
+        for index, group in enumerate(groups)], "change in score", bar_height=16)
     return Visual("Which questions helped each answer", image,
                   "Each answer has one bar per group of questions, named at its end: to the right, that group raised "
                   "the answer's score; to the left, lowered it.",
@@ -455,7 +396,7 @@ def svip_patches_visual(prediction: Prediction, photo: Image.Image) -> Visual | 
     return Visual("Which parts of the photo were kept", compose_panels([("The photo as the model sees it", picture)],
                                                                        legend),
                   "The model keeps the parts of the photo that matter (clear) and gives the other parts (shaded) a "
-                  "learned hint about states and objects instead. " + how)
+                  "learned hint about states and objects instead. " + how, photographic=True)
 
 
 def _evidence_cells(prediction: Prediction) -> list[tuple[str, int, int]]:
@@ -498,7 +439,7 @@ def svip_evidence_visual(prediction: Prediction, photo: Image.Image) -> Visual |
     return Visual("The evidence for each answer", compose_panels(panels),
                   "In each copy of the photo, the outlined box marks the part that best matches that state or object, "
                   "with the word written on the box.",
-                  f"Copies of the photo, each with one boxed part: {places}.")
+                  f"Copies of the photo, each with one boxed part: {places}.", photographic=True)
 
 
 def _one_hot(shape: tuple[int, int], row: int, col: int) -> np.ndarray:

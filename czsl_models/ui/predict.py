@@ -19,6 +19,7 @@ from ..presets import DEFAULT_OBJECTS, DEFAULT_PRESET, DEFAULT_STATES, VOCABULAR
 from ..registry import CheckpointError
 from .answer import Honesty, answer_html, details_html, headline_text, is_random_backbone, message_html
 from .explain import Visual, build_visuals, marginal_confidences, ranking_confidences, watermark
+from .image_files import cached_image_file
 from .gallery import Example
 from .inputs import (WORLD_CHOICES, WORLD_CLOSED, WORLD_OPEN, as_float, build_vocabulary, clamp_int,
                      friendly_errors, read_photo, uploaded_path)
@@ -229,7 +230,8 @@ def _visual_updates(visuals: list[Visual]) -> list[Any]:
     for index in range(VISUAL_SLOTS):
         if index < len(visuals):
             visual = visuals[index]
-            updates += [gr.update(value=visual.image, label=visual.title, alt_text=visual.alt, visible=True),
+            picture = cached_image_file(visual.image, visual.photographic)  # encoded here, not on the event loop
+            updates += [gr.update(value=picture, label=visual.title, alt_text=visual.alt, visible=True),
                         gr.update(value=f"**{escape_markdown(_sentence(visual.title))}** {escape_markdown(visual.caption)}",
                                   visible=True)]
         else:
