@@ -277,6 +277,27 @@ def test_evaluate_a_checkpoint_on_a_dataset(client, app_server):
                                                       "Best harmonic mean (HM)", "Area under the curve (AUC)"]
 
 
+def test_evaluating_msci_on_a_benchmark_shows_the_papers_numbers_beside_its_own(client, tmp_path):
+    from test_data import ZAPPOS_PAIRS, ZAPPOS_RECORDS, write_czsl
+
+    from czsl_models.ui.datasets import SOURCE_SERVER
+
+    root = tmp_path / "ut-zap50k"  # a (small) UT-Zappos in the czsl layout, under its usual folder name
+    write_czsl(root, ZAPPOS_PAIRS, ZAPPOS_RECORDS)
+    args = ("A model on a dataset", "msci", "", SOURCE_SERVER, None, str(root))
+    summary, _, table = client.predict(*args, "test", False, None, False, api_name="/evaluate")
+    assert "The paper reports AUC 45.8 and HM 59.2" in summary
+    assert table["headers"] == ["Metric", "Value (%)", "Paper (%)", "What it measures"]
+    assert [row[2] for row in table["data"]][:4] == [67.4, 75.5, 59.2, 45.8]
+    open_summary, _, open_table = client.predict(*args, "test", True, None, False, api_name="/evaluate")
+    assert "AUC 37.3 and HM 53.2" in open_summary and [row[2] for row in open_table["data"]][2:4] == [53.2, 37.3]
+    # The paper reports test photos only, and only MSCI publishes CZSL numbers.
+    for phase, model in (("val", "msci"), ("test", "refiner")):
+        summary, _, table = client.predict("A model on a dataset", model, "", SOURCE_SERVER, None, str(root), phase,
+                                           False, None, False, api_name="/evaluate")
+        assert "paper reports" not in summary and "Paper (%)" not in table["headers"]
+
+
 def test_evaluate_the_open_world_with_feasibility(client, app_server):
     """The feasibility option appears with the open world; its threshold is chosen on validation and shown."""
     assert client.predict(True, api_name="/evaluate_world_changed")["visible"] is True

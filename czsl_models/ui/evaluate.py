@@ -86,11 +86,32 @@ def curve_image(metrics: dict[str, Any], title: str, baseline: dict[str, Any] | 
         return figure_to_image(figure)
 
 
-def metrics_table(metrics: dict[str, Any]) -> pd.DataFrame:
-    """The headline metrics in percent, with what each means."""
+def published_metrics(model_name: str, dataset_name: str, phase: str, open_world: bool) -> dict[str, float] | None:
+    """The paper's own test results (percent) for this model on this benchmark, when the paper publishes any."""
+    from ..data.benchmarks import benchmark
+    from ..data.dataset import DatasetError
+    from ..hub.reproduction_card import PUBLISHED
+
+    if phase != "test":
+        return None
+    try:
+        key = benchmark(Path(dataset_name).name).name
+    except DatasetError:
+        return None
+    published = PUBLISHED.get((model_name, key))
+    return None if published is None else published["open_world" if open_world else "closed_world"]
+
+
+def metrics_table(metrics: dict[str, Any], paper: dict[str, float] | None = None) -> pd.DataFrame:
+    """The headline metrics in percent, with what each means, and the paper's figure beside each it reports."""
     rows = [[label, round(100 * float(metrics[key]), 2), meaning]
             for key, label, meaning in METRIC_ROWS if key in metrics]
-    return pd.DataFrame(rows, columns=["Metric", "Value (%)", "What it measures"])
+    columns = ["Metric", "Value (%)", "What it measures"]
+    if paper:
+        keys = [key for key, _, _ in METRIC_ROWS if key in metrics]
+        rows = [[*row[:2], paper.get(key, "–"), row[2]] for row, key in zip(rows, keys)]
+        columns = ["Metric", "Value (%)", "Paper (%)", "What it measures"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def metrics_summary(metrics: dict[str, Any], where: str) -> str:
@@ -219,11 +240,16 @@ def build_evaluate_tab(state: AppState) -> tuple[Any, Any]:
                 except (InputError, ValueError):  # e.g. no feasibility without seen pairs: draw the model alone
                     baseline = None
             summary_value = metrics_summary(metrics, where)
+            paper = published_metrics(model_name, dataset_name, phase_value or "test", bool(open_world_value))
+            if paper:
+                summary_value += (f" The paper reports AUC {paper['AUC']} and HM {paper['best_hm']} here (its "
+                                  f"ViT-L/14 and its own training), in the table's Paper column.")
             if baseline is not None:
                 summary_value += (f" The dashed grey line is the untrained CLIP baseline on the same photos (area under "
                                   f"its curve: {100 * float(baseline['AUC']):.2f}, against "
                                   f"{100 * float(metrics['AUC']):.2f} here).")
-            return summary_value, curve_image(metrics, title, baseline), metrics_table(metrics), gr.update(visible=True)
+            return (summary_value, curve_image(metrics, title, baseline), metrics_table(metrics, paper),
+                    gr.update(visible=True))
         return metrics_summary(metrics, where), curve_image(metrics, title), metrics_table(metrics), gr.update(visible=True)
 
     run.click(on_evaluate, inputs=[source, model, checkpoint, *picker.inputs, phase, open_world, scores_file,
