@@ -2,11 +2,12 @@
 
 Matplotlib spends most of a chart's ~0.25 s laying out and rasterising text, which made the chart the largest
 cost of an MSCI prediction on a small backbone and serialised concurrent visitors on its render lock. PIL draws
-the same chart in a few milliseconds and needs no lock: every call builds its own image."""
+the same chart in a few milliseconds and needs no lock: every call builds its own image with its thread's fonts."""
 
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Sequence
@@ -21,6 +22,7 @@ TEXT = 15  # px: row names, ticks, axis title and legend; still about 11 px when
 BAR_TEXT = 13
 GRID_COLOUR = (225, 225, 225)
 AXIS_COLOUR = (40, 40, 40)
+_THREAD_FONTS = threading.local()
 
 
 @dataclass(frozen=True)
@@ -35,15 +37,23 @@ class Series:
     text_at_end: bool = False  # after the bar's end instead of inside it
 
 
-@lru_cache(maxsize=8)
-def font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    """DejaVu Sans (it ships with matplotlib), so charts and photo panels share one typeface."""
+@lru_cache(maxsize=2)
+def _font_file(bold: bool) -> str:
     from matplotlib import font_manager
 
-    try:
-        return ImageFont.truetype(font_manager.findfont(f"DejaVu Sans:{'bold' if bold else 'normal'}"), size)
-    except OSError:
-        return ImageFont.load_default(size=size)
+    return font_manager.findfont(f"DejaVu Sans:{'bold' if bold else 'normal'}")
+
+
+def font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """DejaVu Sans (it ships with matplotlib), so charts and photo panels share one typeface. Each thread keeps
+    its own font objects: a FreeType face must not be used by two threads at once."""
+    fonts = _THREAD_FONTS.__dict__.setdefault("fonts", {})
+    if (size, bold) not in fonts:
+        try:
+            fonts[size, bold] = ImageFont.truetype(_font_file(bold), size)
+        except OSError:
+            fonts[size, bold] = ImageFont.load_default(size=size)
+    return fonts[size, bold]
 
 
 def nice_ticks(low: float, high: float, count: int = 6) -> list[float]:
