@@ -224,6 +224,13 @@ def test_training_finishes_and_its_checkpoint_reaches_predict(client, app_server
     outputs = wait_for_training(client, training_ended)
     assert "Finished" in outputs[0], outputs[0]
     assert len(outputs[2]["data"]) == 1 and outputs[1]["data"], "one epoch row and a loss curve"
+    from czsl_models.ui.train import EPOCH_SERIES, STEP_SERIES
+
+    series = outputs[1]["columns"].index("series")
+    epoch_points = [row for row in outputs[1]["data"] if row[series] == EPOCH_SERIES]
+    step_points = [row for row in outputs[1]["data"] if row[series] == STEP_SERIES]
+    assert len(epoch_points) == 1 and epoch_points[0][0] == step_points[-1][0], "the epoch ends at its last step"
+    assert epoch_points[0][1] == pytest.approx(outputs[2]["data"][0][1], abs=1e-3), "at the table's epoch loss"
     checkpoint_menu, presets = client.predict("msci", "", api_name="/refresh_predict_menus")
     trained = checkpoint_menu["value"]
     assert trained and Path(trained).parent == app_server[3] / "weights"

@@ -141,3 +141,29 @@ def test_on_a_phone_nothing_overflows_and_the_answer_comes_into_view(app_url, br
     top = page.evaluate("document.querySelector('#predict-answer').getBoundingClientRect().top")
     assert -2 <= top < 844, f"the answer is {top} px from the top of the screen"
     page.close()
+
+
+def test_training_with_the_defaults_starts_plots_and_stops(app_url, browser):
+    """What a first-time visitor does on the Train tab: press Start training without changing anything."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(app_url)
+    page.wait_for_selector("#predict-answer .czsl-headline", timeout=60_000)
+    open_tab(page, "Train")
+    assert page.locator("#train-lr input").input_value() == "", "the learning rate starts empty: the recipe's"
+    page.locator("#train-start").click()
+    page.wait_for_function("() => /Training|Finished/.test(document.querySelector('#train-progress-box').innerText)",
+                           timeout=120_000)
+    assert not page.locator(".toast-body").count(), page.locator(".toast-body").all_inner_texts()
+    # After the first epoch the table has its row and the loss plot draws (no error in its place).
+    page.wait_for_function("() => document.querySelectorAll('#train-epochs tbody tr').length >= 1 && "
+                           "!document.querySelector('#train-epochs tbody').innerText.includes('No data')",
+                           timeout=180_000)
+    assert "Error" not in page.locator("#train-loss").inner_text()
+    assert page.locator("#train-loss canvas, #train-loss svg").count() >= 1, "the loss plot is drawn"
+    page.locator("#train-stop").click()
+    page.wait_for_function("() => /Stopped|Finished/.test(document.querySelector('#train-progress-box').innerText)",
+                           timeout=120_000)
+    assert not errors, errors
+    page.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import logging
+import math
 import re
 import threading
 import time
@@ -86,7 +87,7 @@ class _Progress:
     def on_epoch(self, epoch: int, metrics: dict[str, Any]) -> None:
         """Record an epoch's loss and validation metrics."""
         with self.lock:
-            self.run.epochs.append(dict(metrics, epoch=epoch))
+            self.run.epochs.append(dict(metrics, epoch=epoch, end_step=self.run.step))
 
     def on_message(self, text: str) -> None:
         """Keep the latest status lines."""
@@ -235,12 +236,25 @@ def epoch_table(run: TrainingRun | None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=EPOCH_HEADERS + (["Patch picker agrees %"] if agreement else []))
 
 
-def loss_frame(run: TrainingRun | None) -> pd.DataFrame:
-    """The loss per step (thinned to at most MAX_PLOTTED_STEPS points)."""
+STEP_SERIES = "each step"
+EPOCH_SERIES = "mean of each epoch"
+
+
+def loss_frame(run: TrainingRun | None) -> pd.DataFrame | None:
+    """The loss per step (thinned to at most MAX_PLOTTED_STEPS points) and, as a second line through the steps
+    where epochs end, each epoch's mean loss: the trend, and where each epoch's validation row belongs.
+    None before the first step (an empty plot)."""
     losses = run.losses if run else []
+    if not losses:
+        return None
     stride = max(1, len(losses) // MAX_PLOTTED_STEPS)
-    points = losses[::stride]
-    return pd.DataFrame({"step": [p[0] for p in points], "loss": [p[1] for p in points]})
+    points = [(step, loss, STEP_SERIES) for step, loss in losses[::stride]]
+    epochs = [(int(entry["end_step"]), float(entry["train_loss"]), EPOCH_SERIES) for entry in run.epochs
+              if entry.get("end_step") and math.isfinite(float(entry.get("train_loss", float("nan"))))]
+    # Both series from the first frame on (an empty one for now): the plot fixes its legend on the first frame.
+    points += epochs or [(points[0][0], float("nan"), EPOCH_SERIES)]
+    return pd.DataFrame(points, columns=["step", "loss", "series"]).astype(
+        {"step": "int64", "loss": "float64", "series": "str"})
 
 
 def progress_html(run: TrainingRun | None) -> str:
@@ -354,16 +368,19 @@ def build_train_tab(state: AppState) -> TrainTab:
                               info=f"On the built-in shapes, 'Fast' takes {TIME_ESTIMATES.get(trainable[0], 'a while')}."
                               if trainable else None)
             epochs = gr.Slider(1, 100, value=DEFAULT_EPOCHS, step=1, label="Epochs (passes over the training photos)")
-            learning_rate = gr.Number(None, label="Learning rate (leave empty for the recommended one)", minimum=0,
-                                      info="How big each learning step is. Empty: the model's recipe for the dataset "
-                                           "(0.003-0.005 on the built-in shapes; the papers' own values, such as "
-                                           "0.0001, on the benchmark datasets).")
+            # A text box, not a number box: a number box cannot be empty in the browser (it shows and sends 0).
+            learning_rate = gr.Textbox("", label="Learning rate (leave empty for the recommended one)",
+                                       placeholder="empty: the recipe's", max_lines=1, elem_id="train-lr",
+                                       info="How big each learning step is. Empty: the model's recipe for the dataset "
+                                            "(0.003-0.005 on the built-in shapes; the papers' own values, such as "
+                                            "0.0001, on the benchmark datasets).")
             with gr.Row():
                 start = gr.Button("Start training", variant="primary", elem_id="train-start", interactive=not off)
                 stop = gr.Button("Stop", variant="stop", interactive=False, elem_id="train-stop")
         with gr.Column(scale=7):
             progress = gr.HTML(progress_html(None), elem_id="train-progress-box")
-            loss_plot = gr.LinePlot(loss_frame(None), x="step", y="loss", title="Training loss (lower is better)",
+            loss_plot = gr.LinePlot(None, x="step", y="loss", color="series",
+                                    title="Training loss (lower is better)",
                                     x_title="training step", y_title="loss", x_axis_format="d",
                                     height=260, elem_id="train-loss")
             table = gr.Dataframe(epoch_table(None), label="After each epoch, on the validation photos",
@@ -405,7 +422,7 @@ def build_train_tab(state: AppState) -> TrainTab:
             raise InputError(off)
         if not model_name:
             raise InputError("Choose a model to train.")
-        learning_rate_value = None if lr_value in (None, "") else as_float(lr_value, 0.0)
+        learning_rate_value = None if lr_value is None or str(lr_value).strip() == "" else as_float(lr_value, 0.0)
         if learning_rate_value is not None and not 0 < learning_rate_value <= 1:
             raise InputError("The learning rate must be a number above 0 and at most 1, such as 0.003, or empty "
                              "for the recipe's.")
