@@ -59,3 +59,9 @@ def test_ticks_are_round_and_cover_the_values():
     assert nice_ticks(-1300, 200) == [-1000, -500, 0]
     assert nice_ticks(0.0012, 0.0031) == pytest.approx([0.0015, 0.002, 0.0025, 0.003])
 
+
+
+def test_values_that_are_not_finite_draw_no_bar_and_no_error():
+    image = horizontal_bars(["finite", "nan", "inf"], [Series("values", "#0072B2", [1.0, float("nan"), float("inf")])],
+                            "value")
+    assert len(_bar_spans(image, BLUE)) == 1

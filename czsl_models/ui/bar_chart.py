@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Sequence
 
@@ -94,6 +94,9 @@ def horizontal_bars(rows: Sequence[str], series: Sequence[Series], x_label: str,
                     bar_height: int = 22) -> Image.Image:
     """Rows top to bottom, each with one bar per series (side by side, or end to end when stacked), a value axis
     with round ticks under them, the axis title, and a legend of the series below everything."""
+    # A value that is not finite has no length: drawn as no bar (the picture's alt text still gives the number).
+    series = [replace(entry, values=np.nan_to_num(np.asarray(entry.values, dtype=np.float64), nan=0.0, posinf=0.0,
+                                                  neginf=0.0)) for entry in series]
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     text_font, bar_font = font(TEXT), font(BAR_TEXT, bold=True)
     label_width = max(int(measure.textlength(row, font=text_font)) for row in rows) if rows else 0
