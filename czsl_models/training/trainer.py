@@ -21,6 +21,7 @@ import json
 import os
 import threading
 import time
+import warnings
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Sequence
@@ -128,6 +129,7 @@ class _Run:
         self.callback = callback
         self.stop = stop
         self.out = Path(config.out).expanduser()
+        self._optimizer_stepped = False  # in this process (a resumed run may end an epoch before its first step)
 
     # ---------------------------------------------------------------- set-up
     def _accelerator(self):
@@ -372,6 +374,7 @@ class _Run:
                 loss = self.step_module(pixels, visual, *(t[index] for t in self.targets))
                 accelerator.backward(loss)
                 self.optimizer.step()
+                self._optimizer_stepped = True
                 self.optimizer.zero_grad(set_to_none=True)
                 self.model.training_steps += 1
                 state.global_step += 1
@@ -396,7 +399,12 @@ class _Run:
     def _end_epoch(self, epoch: int, seconds: float) -> None:
         state = self.state
         if self.scheduler is not None:
-            self.scheduler.step()
+            with warnings.catch_warnings():
+                if not self._optimizer_stepped:
+                    # Resumed exactly at an epoch's end: this process has not stepped the optimizer, but the
+                    # schedule's position came from the saved state, so stepping it now is the right order.
+                    warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
+                self.scheduler.step()
         entry: dict[str, Any] = {"epoch": epoch + 1, "train_loss": state.epoch_loss_sum / max(1, state.epoch_loss_count),
                                  "lr": float(self.raw_optimizer.param_groups[0]["lr"]), "seconds": round(seconds, 3),
                                  "training_steps": state.global_step}
