@@ -65,3 +65,12 @@ def test_values_that_are_not_finite_draw_no_bar_and_no_error():
     image = horizontal_bars(["finite", "nan", "inf"], [Series("values", "#0072B2", [1.0, float("nan"), float("inf")])],
                             "value")
     assert len(_bar_spans(image, BLUE)) == 1
+
+
+def test_long_row_names_push_the_legend_left_but_never_out_of_the_picture():
+    rows = [f"a rather long composition name {index} (composition)  gate 0.45" for index in range(3)]
+    image = horizontal_bars(rows, [Series("upper bar: added by the local-details stage", "#0072B2", [0.1, 0.2, 0.3]),
+                                   Series("lower bar: added by the whole-scene stage", "#E69F00", [0.3, 0.2, 0.1])],
+                            "change")
+    right_edge = np.asarray(image)[:, -6:]
+    assert (right_edge > 200).all(), "nothing is drawn into the right margin, so no text was cut off"

@@ -150,10 +150,13 @@ def horizontal_bars(rows: Sequence[str], series: Sequence[Series], x_label: str,
     draw.line((x(0.0), plot_top, x(0.0), plot_bottom), fill=AXIS_COLOUR, width=1)
     draw.line((plot_left, plot_bottom, plot_right, plot_bottom), fill=AXIS_COLOUR, width=1)
 
+    # Under the plot, moved left as far as needed for the longest entry to fit the picture.
+    legend_width = 24 + max((int(measure.textlength(entry.label, font=text_font)) for entry in series), default=0)
+    legend_left = max(SIDE_MARGIN, min(plot_left, WIDTH - SIDE_MARGIN - legend_width))
     for number, entry in enumerate(series):
         top = legend_top + number * (TEXT + 8)
-        draw.rectangle((plot_left, top + 1, plot_left + 16, top + 17), fill=entry.colour)
-        draw.text((plot_left + 24, top), entry.label, fill="black", font=text_font)
+        draw.rectangle((legend_left, top + 1, legend_left + 16, top + 17), fill=entry.colour)
+        draw.text((legend_left + 24, top), entry.label, fill="black", font=text_font)
     return image
 
 
