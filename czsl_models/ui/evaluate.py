@@ -104,14 +104,9 @@ def published_metrics(model_name: str, dataset_name: str, phase: str, open_world
 
 def metrics_table(metrics: dict[str, Any], paper: dict[str, float] | None = None) -> pd.DataFrame:
     """The headline metrics in percent, with what each means, and the paper's figure beside each it reports."""
-    rows = [[label, round(100 * float(metrics[key]), 2), meaning]
+    rows = [[label, round(100 * float(metrics[key]), 2), *([paper.get(key, "–")] if paper else []), meaning]
             for key, label, meaning in METRIC_ROWS if key in metrics]
-    columns = ["Metric", "Value (%)", "What it measures"]
-    if paper:
-        keys = [key for key, _, _ in METRIC_ROWS if key in metrics]
-        rows = [[*row[:2], paper.get(key, "–"), row[2]] for row, key in zip(rows, keys)]
-        columns = ["Metric", "Value (%)", "Paper (%)", "What it measures"]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=["Metric", "Value (%)", *(["Paper (%)"] if paper else []), "What it measures"])
 
 
 def metrics_summary(metrics: dict[str, Any], where: str) -> str:

@@ -19,8 +19,8 @@ from ..presets import DEFAULT_OBJECTS, DEFAULT_PRESET, DEFAULT_STATES, VOCABULAR
 from ..registry import CheckpointError
 from .answer import Honesty, answer_html, details_html, headline_text, is_random_backbone, message_html
 from .explain import Visual, build_visuals, marginal_confidences, ranking_confidences, watermark
-from .image_files import cached_image_file
 from .gallery import Example
+from .image_files import cached_image_file
 from .inputs import (WORLD_CHOICES, WORLD_CLOSED, WORLD_OPEN, as_float, build_vocabulary, clamp_int,
                      friendly_errors, read_photo, uploaded_path)
 from .session import visitor_scope

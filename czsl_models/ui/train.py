@@ -87,7 +87,7 @@ class _Progress:
     def on_epoch(self, epoch: int, metrics: dict[str, Any]) -> None:
         """Record an epoch's loss and validation metrics."""
         with self.lock:
-            self.run.epochs.append(dict(metrics, epoch=epoch, end_step=self.run.step))
+            self.run.epochs.append(dict(metrics, epoch=epoch))
 
     def on_message(self, text: str) -> None:
         """Keep the latest status lines."""
@@ -249,8 +249,8 @@ def loss_frame(run: TrainingRun | None) -> pd.DataFrame | None:
         return None
     stride = max(1, len(losses) // MAX_PLOTTED_STEPS)
     points = [(step, loss, STEP_SERIES) for step, loss in losses[::stride]]
-    epochs = [(int(entry["end_step"]), float(entry["train_loss"]), EPOCH_SERIES) for entry in run.epochs
-              if entry.get("end_step") and math.isfinite(float(entry.get("train_loss", float("nan"))))]
+    epochs = [(int(entry["training_steps"]), float(entry["train_loss"]), EPOCH_SERIES) for entry in run.epochs
+              if entry.get("training_steps") and math.isfinite(float(entry.get("train_loss", float("nan"))))]
     # Both series from the first frame on (an empty one for now): the plot fixes its legend on the first frame.
     points += epochs or [(points[0][0], float("nan"), EPOCH_SERIES)]
     return pd.DataFrame(points, columns=["step", "loss", "series"]).astype(
