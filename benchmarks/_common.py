@@ -48,7 +48,7 @@ def pair_grid(pairs: int) -> tuple[int, int]:
 
 def open_world_vocabulary(pairs: int):
     """An open-world Vocabulary of exactly `pairs` pairs with synthetic words."""
-    from czsl_models.vocab import Vocabulary
+    from czsl_models.inputs.vocab import Vocabulary
 
     states, objects = pair_grid(pairs)
     return Vocabulary.build([f"state{i}" for i in range(states)], [f"object{j}" for j in range(objects)],

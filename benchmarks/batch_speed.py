@@ -26,11 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from czsl_models.batch import PredictionWriter, find_images, predict_sources  # noqa: E402
-from czsl_models.presets import DEFAULT_OBJECTS, DEFAULT_STATES  # noqa: E402
-from czsl_models.registry import load_model  # noqa: E402
-from czsl_models.resources import example_photo_paths  # noqa: E402
-from czsl_models.vocab import Vocabulary  # noqa: E402
+from czsl_models.inference.batch import PredictionWriter, find_images, predict_sources  # noqa: E402
+from czsl_models.inputs.presets import DEFAULT_OBJECTS, DEFAULT_STATES  # noqa: E402
+from czsl_models.models.checkpoints import load_model  # noqa: E402
+from czsl_models.inputs.examples import example_photo_paths  # noqa: E402
+from czsl_models.inputs.vocab import Vocabulary  # noqa: E402
 
 FULL_BACKBONE = "random:ViT-L-14-quickgelu"
 
@@ -89,7 +89,7 @@ def main() -> None:
 
 def load_first(sources):
     """The first photo, opened (for the warm-up call)."""
-    from czsl_models.images import load_image
+    from czsl_models.inputs.images import load_image
 
     return load_image(sources[0].path)
 

@@ -47,7 +47,7 @@ def main() -> None:
     import torch
     from gradio_client import Client, handle_file
 
-    from czsl_models.presets import DEFAULT_OBJECTS, DEFAULT_STATES
+    from czsl_models.inputs.presets import DEFAULT_OBJECTS, DEFAULT_STATES
     from czsl_models.ui import create_app, launch_options
     from czsl_models.ui.inputs import WORLD_OPEN
 

@@ -14,7 +14,7 @@ than spending many minutes encoding 28k prompts with a random-weight text tower.
 0.1 (the released code's initial value); the head does the same work whatever their values.
 
 MSCI is timed twice in the same run, with the same weights: with its row head at the default
-precision (`auto`: bfloat16 where the CPU has it natively, see czsl_models/precision.py) and
+precision (`auto`: bfloat16 where the CPU has it natively, see czsl_models/backbones/precision.py) and
 pinned to float32. The backbone and the final scores are float32 in both.
 """
 
@@ -41,7 +41,7 @@ if str(REPO_ROOT) not in sys.path:
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from czsl_models import load_model  # noqa: E402
-from czsl_models.backbone import get_backbone  # noqa: E402
+from czsl_models.backbones import get_backbone  # noqa: E402
 from czsl_models.models.base import CompositionModel  # noqa: E402
 from _common import fill_text_cache, open_world_vocabulary  # noqa: E402
 

@@ -34,7 +34,7 @@ import torch  # noqa: E402
 from _common import fill_text_cache, open_world_vocabulary  # noqa: E402
 
 from czsl_models.models.base import CompositionModel, VisualRequest  # noqa: E402
-from czsl_models.registry import load_model  # noqa: E402
+from czsl_models.models.checkpoints import load_model  # noqa: E402
 
 FULL_BACKBONE = "random:ViT-L-14-quickgelu"
 MIT_STATES_WORDS = 115 + 245

@@ -36,7 +36,7 @@ from PIL import Image  # noqa: E402
 from _common import fill_text_cache, open_world_vocabulary  # noqa: E402
 
 from czsl_models.models.base import CompositionModel  # noqa: E402
-from czsl_models.registry import load_model  # noqa: E402
+from czsl_models.models.checkpoints import load_model  # noqa: E402
 
 FULL_BACKBONE = "random:ViT-L-14-quickgelu"
 TARGET_RATIO = 1.5  # the bound for PatchCls selection

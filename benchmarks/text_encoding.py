@@ -18,9 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 
 from _common import median_time, synthetic_vocabulary_text  # noqa: E402
-from czsl_models.backbone import load_backbone_uncached  # noqa: E402
+from czsl_models.backbones import load_backbone_uncached  # noqa: E402
 from czsl_models.models.prompts import PromptEncoder  # noqa: E402
-from czsl_models.vocab import Vocabulary  # noqa: E402
+from czsl_models.inputs.vocab import Vocabulary  # noqa: E402
 
 
 def main() -> None:

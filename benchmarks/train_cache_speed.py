@@ -41,7 +41,7 @@ if str(REPO_ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from czsl_models.backbone import get_backbone  # noqa: E402
+from czsl_models.backbones import get_backbone  # noqa: E402
 from czsl_models.training import TrainConfig, train  # noqa: E402
 
 VIT_L = "random:ViT-L-14-quickgelu"

@@ -26,7 +26,7 @@ import torch  # noqa: E402
 
 from czsl_models.data import load_dataset  # noqa: E402
 from czsl_models.evaluation import evaluate_model  # noqa: E402
-from czsl_models.registry import load_model  # noqa: E402
+from czsl_models.models.checkpoints import load_model  # noqa: E402
 from czsl_models.training import TrainConfig, train  # noqa: E402
 
 MODELS = ("msci", "refiner", "svip")

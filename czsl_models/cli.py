@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import math
 import sys
 from typing import Callable, Sequence
 
-from .presets import DEFAULT_OBJECTS, DEFAULT_STATES
+from .backbones.precision import add_head_precision_argument
+from .inputs.arguments import finite_float, positive_int
+from .inputs.presets import DEFAULT_OBJECTS, DEFAULT_STATES
 
 # Subcommands that live next to the code they drive: (module, add_arguments, run, help).
 _DELEGATED = {
@@ -27,42 +28,14 @@ _DELEGATED = {
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean the user asked for something impossible: printed as one line, no traceback."""
-    from .backbone import BackboneError
+    from .backbones import BackboneError
     from .data import DatasetError
-    from .images import ImageError
-    from .registry import CheckpointError
+    from .inputs.images import ImageError
+    from .models.checkpoints import CheckpointError
     from .training import TrainError
-    from .vocab import VocabularyError
+    from .inputs.vocab import VocabularyError
 
     return (BackboneError, ImageError, CheckpointError, VocabularyError, DatasetError, TrainError)
-
-
-def print_error(message: str) -> int:
-    """Print a one-line error on stderr; the exit status of a refused command."""
-    print(f"error: {message}", file=sys.stderr)
-    return 2
-
-
-def positive_int(text: str) -> int:
-    """argparse type: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def finite_float(text: str) -> float:
-    """argparse type: a finite number (not nan or inf)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
-    return value
 
 
 def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
@@ -92,22 +65,13 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
                         help="photos per backbone pass (default 16); memory grows with it, not with the photo count")
 
 
-def add_head_precision_argument(parser: argparse.ArgumentParser) -> None:
-    """--head-precision, shared by predict and evaluate."""
-    from .precision import HEAD_PRECISION_ENV, HEAD_PRECISIONS
-
-    parser.add_argument("--head-precision", choices=HEAD_PRECISIONS, default=None,
-                        help=f"inference precision of MSCI's row head: auto (bfloat16 where the hardware has it "
-                             f"natively), float32 or bfloat16 (default ${HEAD_PRECISION_ENV}, else auto)")
-
-
 def run_predict_command(args: argparse.Namespace) -> int:
     """Rank compositions for each image and print them."""
     from pathlib import Path
 
-    from .images import load_image
-    from .registry import load_model
-    from .vocab import Vocabulary
+    from .inputs.images import load_image
+    from .models.checkpoints import load_model
+    from .inputs.vocab import Vocabulary
 
     pairs = None
     if args.pairs:
@@ -144,9 +108,9 @@ def run_predict_command(args: argparse.Namespace) -> int:
 
 def run_batch_prediction(args: argparse.Namespace, pairs: str | None) -> int:
     """predict --output: stream every photo under the given paths into a CSV or JSON lines file."""
-    from .batch import output_kind, summary_lines, write_predictions
-    from .registry import load_model
-    from .vocab import Vocabulary
+    from .inference.batch import output_kind, summary_lines, write_predictions
+    from .models.checkpoints import load_model
+    from .inputs.vocab import Vocabulary
 
     try:
         output_kind(args.output)
@@ -197,7 +161,8 @@ def add_models_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_models_command(args: argparse.Namespace) -> int:
     """List the models and the local checkpoints."""
-    from .registry import list_local_checkpoints, list_models, model_class
+    from .models.checkpoints import list_local_checkpoints
+    from .models.registry import list_models, model_class
 
     print("Models:")
     for name in list_models():

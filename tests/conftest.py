@@ -20,7 +20,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 @pytest.fixture(scope="session")
 def tiny_backbone():
     """The shared tiny random OpenCLIP backbone."""
-    from czsl_models.backbone import get_backbone
+    from czsl_models.backbones import get_backbone
 
     return get_backbone("tiny")
 

@@ -86,7 +86,7 @@ def test_accelerate_launch_trains_on_two_cpu_processes(tmp_path):
     result = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", *arguments], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    from czsl_models.registry import load_model
+    from czsl_models.models.checkpoints import load_model
 
     assert "Training on 2 processes (cpu)" in result.stderr
     model = load_model(None, checkpoint=str(out))

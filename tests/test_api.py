@@ -15,7 +15,7 @@ from gradio_client.exceptions import AppError
 
 from conftest import served_app
 from czsl_models import Vocabulary, load_model
-from czsl_models.presets import DEFAULT_OBJECTS, DEFAULT_STATES
+from czsl_models.inputs.presets import DEFAULT_OBJECTS, DEFAULT_STATES
 from czsl_models.ui.api import API_ENDPOINTS
 
 EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.jpg"))

@@ -17,7 +17,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from conftest import served_app
-from czsl_models.presets import DEFAULT_OBJECTS, DEFAULT_STATES
+from czsl_models.inputs.presets import DEFAULT_OBJECTS, DEFAULT_STATES
 from czsl_models.ui.datasets import SOURCE_SYNTHETIC, SOURCE_ZIP
 from czsl_models.ui.inputs import WORLD_CLOSED, WORLD_OPEN
 

@@ -6,12 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from czsl_models.backbone import (
+from czsl_models.backbones import (
     BackboneError, get_backbone, load_backbone_uncached, parse_backbone_spec, save_backbone_local,
 )
 from czsl_models.models.layers import vision_adapters
 from czsl_models.models.prompts import PromptEncoder
-from czsl_models.vocab import Vocabulary
+from czsl_models.inputs.vocab import Vocabulary
 
 
 def test_spec_kinds(tmp_path):
@@ -152,7 +152,7 @@ def test_unreachable_hub_fails_fast_without_the_offline_variable(monkeypatch):
 
     from huggingface_hub import constants
 
-    import czsl_models.backbone as backbone_module
+    import czsl_models.backbones.loading as backbone_module
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)

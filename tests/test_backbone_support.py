@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from czsl_models.backbone import (NEEDS_VIT, Backbone, UnsupportedBackboneError, get_backbone, load_backbone_uncached,
+from czsl_models.backbones import (Backbone, UnsupportedBackboneError, get_backbone, load_backbone_uncached,
                                   parse_backbone_spec, unsupported_reason)
+from czsl_models.backbones.specs import NEEDS_VIT
 
 UNSUPPORTED = ["random:RN50", "random:ViT-SO400M-14-SigLIP", "RN50:openai", "ViT-B-16-SigLIP:webli"]
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from czsl_models import Vocabulary, load_model
-from czsl_models.batch import COLUMNS, PredictionWriter, find_images, output_kind, predict_sources
+from czsl_models.inference.batch import COLUMNS, PredictionWriter, find_images, output_kind, predict_sources
 
 STATES, OBJECTS = "sleeping, striped, hot", "cat, coffee, rocket"
 

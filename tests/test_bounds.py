@@ -51,7 +51,7 @@ def measured(setup: str, attack: str, timeout: float = 300) -> dict:
 
 
 PREDICT_SETUP = """
-    from czsl_models.backbone import get_backbone
+    from czsl_models.backbones import get_backbone
     from czsl_models.ui.predict import predict_photo
     from czsl_models.ui.state import AppState
     state = AppState(get_backbone("tiny", "cpu"))
@@ -81,7 +81,7 @@ def test_a_thin_strip_costs_no_more_than_a_photo(tmp_path, width, monkeypatch, e
 
 
 def test_long_unique_words_do_not_pile_up_in_the_tokenizer_caches(tiny_backbone):
-    from czsl_models.backbone import WORD_CACHE_ITEMS
+    from czsl_models.backbones.specs import WORD_CACHE_ITEMS
 
     started = time.perf_counter()
     for index in range(WORD_CACHE_ITEMS + 5_000):
@@ -95,8 +95,8 @@ def test_long_unique_words_do_not_pile_up_in_the_tokenizer_caches(tiny_backbone)
 
 def test_a_flood_of_long_unique_words_keeps_memory_flat():
     setup = """
-        from czsl_models.backbone import get_backbone
-        from czsl_models.vocab import Vocabulary, VocabularyError
+        from czsl_models.backbones import get_backbone
+        from czsl_models.inputs.vocab import Vocabulary, VocabularyError
         backbone = get_backbone("tiny", "cpu")
         def flood(round):
             words = [f"{round}x{i}" + "y" * 90 for i in range(1000)]
@@ -121,7 +121,7 @@ def test_a_flood_of_long_unique_words_keeps_memory_flat():
 
 @pytest.mark.parametrize("words", [6_000, 25_000])
 def test_pair_lines_are_matched_in_linear_time(words):
-    from czsl_models.vocab import Vocabulary, VocabularyError
+    from czsl_models.inputs.vocab import Vocabulary, VocabularyError
 
     line = " ".join(["red"] * words) + " apple"  # ~4 characters a word: a 25,000-word line is 100 KB
     started = time.perf_counter()
@@ -131,7 +131,7 @@ def test_pair_lines_are_matched_in_linear_time(words):
 
 
 def test_names_and_requests_are_bounded():
-    from czsl_models.vocab import MAX_TEXT_CHARS, Vocabulary, VocabularyError
+    from czsl_models.inputs.vocab import MAX_TEXT_CHARS, Vocabulary, VocabularyError
 
     with pytest.raises(VocabularyError, match="characters long; the limit is 100"):
         Vocabulary.build("a" * 101, "apple")
@@ -152,7 +152,7 @@ def _jpeg_with_orientation(orientation: int) -> bytes:
 
 
 def test_exif_rotation_is_applied_to_uploads(tmp_path):
-    from czsl_models.images import load_image
+    from czsl_models.inputs.images import load_image
 
     photo = tmp_path / "phone.jpg"
     photo.write_bytes(_jpeg_with_orientation(6))  # "rotate 90 clockwise to view"
@@ -164,7 +164,7 @@ def test_exif_rotation_is_applied_to_uploads(tmp_path):
 
 
 def test_exif_rotation_reaches_the_cli_predictions(tmp_path, tiny_backbone):
-    from czsl_models.images import load_image
+    from czsl_models.inputs.images import load_image
 
     rotated, stored = tmp_path / "rotated.jpg", tmp_path / "stored.jpg"
     rotated.write_bytes(_jpeg_with_orientation(6))
@@ -175,7 +175,7 @@ def test_exif_rotation_reaches_the_cli_predictions(tmp_path, tiny_backbone):
 
 @pytest.mark.parametrize("fmt", ["TIFF", "PNG"])
 def test_sixteen_bit_grey_keeps_its_tones(tmp_path, fmt):
-    from czsl_models.images import load_image
+    from czsl_models.inputs.images import load_image
 
     ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
     path = tmp_path / f"ramp.{fmt.lower()}"
@@ -185,7 +185,7 @@ def test_sixteen_bit_grey_keeps_its_tones(tmp_path, fmt):
 
 
 def test_transparency_float_and_palette_modes_become_rgb_as_seen():
-    from czsl_models.images import load_image
+    from czsl_models.inputs.images import load_image
 
     clear = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
     assert np.asarray(load_image(clear)).min() == 255, "transparent shows as white, not black"
@@ -251,7 +251,7 @@ def test_score_file_errors_name_the_file_not_its_server_path(tmp_path):
 def _edited_checkpoint(tmp_path: Path, **config_changes) -> Path:
     import json
 
-    from czsl_models.registry import load_model
+    from czsl_models.models.checkpoints import load_model
 
     folder = tmp_path / "ckpt"
     load_model("msci", backbone="tiny").save_pretrained(folder)
@@ -264,13 +264,13 @@ def _edited_checkpoint(tmp_path: Path, **config_changes) -> Path:
 def test_a_config_is_checked_against_its_weights_before_anything_is_built(tmp_path):
     folder = _edited_checkpoint(tmp_path, gate_hidden=4_000_000)
     attack = f"""
-        from czsl_models.registry import CheckpointError, load_model
+        from czsl_models.models.checkpoints import CheckpointError, load_model
         try:
             load_model("msci", checkpoint={str(folder)!r})
         except CheckpointError as error:
             result = str(error)
     """
-    report = measured("from czsl_models.backbone import get_backbone; get_backbone('tiny', 'cpu')", attack)
+    report = measured("from czsl_models.backbones import get_backbone; get_backbone('tiny', 'cpu')", attack)
     assert report["result"] and "gate_hidden" in report["result"], report
     assert report["seconds"] < 5 and report["peak_growth"] < 256 * (1 << 20), report
 
@@ -279,7 +279,7 @@ def test_a_config_is_checked_against_its_weights_before_anything_is_built(tmp_pa
                                              ({"dropout": float("nan")}, "must be finite"),
                                              ({"train_states": ["x"] * 200_000}, "the limit is")])
 def test_config_sizes_out_of_bounds_are_refused(tmp_path, change, message):
-    from czsl_models.registry import CheckpointError, load_model
+    from czsl_models.models.checkpoints import CheckpointError, load_model
 
     with pytest.raises(CheckpointError, match=message):
         load_model("msci", checkpoint=_edited_checkpoint(tmp_path, **change))
@@ -289,7 +289,7 @@ def test_a_diverged_checkpoint_says_so(tmp_path):
     import torch
     from safetensors.torch import load_file, save_file
 
-    from czsl_models.registry import CheckpointError, load_model
+    from czsl_models.models.checkpoints import CheckpointError, load_model
 
     folder = _edited_checkpoint(tmp_path)
     state = load_file(str(folder / "model.safetensors"))
@@ -363,7 +363,7 @@ def _picture_zip(path: Path, pictures: int, side: int = 64) -> Path:
 def test_unpacked_uploads_are_kept_within_the_size_and_age_budget(tmp_path, monkeypatch):
     import os
 
-    from czsl_models.quota import folder_bytes
+    from czsl_models.hosting.quota import folder_bytes
     from czsl_models.ui.datasets import SOURCE_ZIP, dataset_spec
 
     monkeypatch.setenv("CZSL_DATA_DIR", str(tmp_path / "datasets"))

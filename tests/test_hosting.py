@@ -91,7 +91,7 @@ def sign_in(url: str, token: str) -> dict[str, str]:
 
 
 def _make_host_checkpoint(weights: Path) -> Path:
-    from czsl_models.registry import load_model
+    from czsl_models.models.checkpoints import load_model
 
     folder = weights / "msci-host-shapes"
     load_model("msci", backbone="tiny").save_pretrained(folder)
@@ -306,7 +306,7 @@ def test_checkpoint_paths_outside_the_weights_folder_get_one_message(space):
 
 # ------------------------------------------------------------------ switches and storage
 def test_switches_default_to_safe_values_on_a_space(monkeypatch):
-    from czsl_models import hosting
+    from czsl_models.hosting import space as hosting
 
     for name in ("SPACE_ID", "SYSTEM", "SPACES_ZERO_GPU", "CZSL_ENABLE_TRAINING", "CZSL_ENABLE_PUBLISHING",
                  *hosting.OAUTH_ENV):
@@ -339,7 +339,7 @@ def test_switches_default_to_safe_values_on_a_space(monkeypatch):
 def test_persistent_storage_holds_checkpoints_caches_and_the_hub_cache(monkeypatch, tmp_path):
     from huggingface_hub import constants
 
-    from czsl_models import hosting
+    from czsl_models.hosting import space as hosting
 
     for name in ("CZSL_WEIGHTS_DIR", "CZSL_CACHE_DIR", "CZSL_DATA_DIR", "HF_HOME", "HF_HUB_CACHE"):
         monkeypatch.delenv(name, raising=False)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from czsl_models.registry import CheckpointError, load_model
+from czsl_models.models.checkpoints import CheckpointError, load_model
 
 MAIN, V1 = "1" * 40, "2" * 40
 
@@ -85,7 +85,7 @@ def test_cache_dir_token_and_local_files_only_reach_the_hub_download(hub_cache, 
 
 def test_from_pretrained_honours_revision(hub_cache, tmp_path):
     from czsl_models.models.base import CompositionModel
-    from czsl_models.registry import model_class
+    from czsl_models.models.registry import model_class
 
     msci = model_class("msci")
     assert msci.from_pretrained("someone/msci-mit-states", revision="v1").train_states == ["old", "new"]

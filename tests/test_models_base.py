@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from czsl_models import CheckpointError, Vocabulary, list_models, load_model
 from czsl_models.models.base import CompositionModel
-from czsl_models.registry import list_local_checkpoints, register_model
+from czsl_models.models.checkpoints import list_local_checkpoints
+from czsl_models.models.registry import register_model
 
 
 class LearnedPromptProbe(CompositionModel):
@@ -23,7 +24,7 @@ class LearnedPromptProbe(CompositionModel):
 @pytest.fixture(scope="module", autouse=True)
 def registered_probe():
     """Register the probe for this module only, so other tests see just the real models."""
-    from czsl_models import registry
+    from czsl_models.models import registry
 
     register_model(LearnedPromptProbe)
     yield

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from czsl_models import Vocabulary, load_model
-from czsl_models import precision
+from czsl_models.backbones import precision
 from czsl_models.models.msci import MSCI, PRESETS, resolve_preset
 
 VOCAB = Vocabulary.build("sleeping, sitting, shiny, hot, striped, wet, old", "cat, coffee, astronaut, rocket, dog")

@@ -21,7 +21,7 @@ CHECK_INSTALLED = """
 import json, sys
 from importlib import metadata
 import czsl_models
-from czsl_models.resources import examples_dir, example_photo_paths
+from czsl_models.inputs.examples import examples_dir, example_photo_paths
 from czsl_models.ui.blocks import EXAMPLES_DIR, example_photos
 dist = metadata.distribution("czsl-models")
 print(json.dumps({

@@ -13,8 +13,8 @@ import torch
 
 from czsl_models.models.layers import fit_heads
 from czsl_models.models.refiner import QUERY_GROUPS, Refiner
-from czsl_models.registry import load_model
-from czsl_models.vocab import Vocabulary
+from czsl_models.models.checkpoints import load_model
+from czsl_models.inputs.vocab import Vocabulary
 
 STATES = "sliced, whole, rotten, wet, shiny, old"
 OBJECTS = "apple, cat, car, cup, rocket"

@@ -37,7 +37,7 @@ def options(tmp_path, mirror, **changes) -> ReproduceOptions:
 def test_reproduce_end_to_end_then_nothing_to_redo(tmp_path, mirror):
     from huggingface_hub import ModelCard
 
-    from czsl_models.registry import load_model
+    from czsl_models.models.checkpoints import load_model
 
     out = reproduce(options(tmp_path, mirror), log=quiet)
     assert (tmp_path / "data" / "mit-states" / "DOWNLOAD.json").is_file()

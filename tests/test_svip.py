@@ -485,7 +485,7 @@ def test_trainer_records_patchcls_agreement_each_epoch(tmp_path):
 
 
 def test_model_card_states_who_selects_and_the_agreement():
-    from czsl_models.hub.model_card import render_model_card
+    from czsl_models.models.card import render_model_card
 
     model = _with_context(_svip(), patchcls_trained=True)
     model.patchcls_agreement.fill_(0.62)

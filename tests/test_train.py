@@ -21,10 +21,10 @@ from czsl_models.data import load_dataset
 from czsl_models.training.feature_cache import build_feature_cache, cache_key, model_trains_from_cache
 from czsl_models.evaluation import evaluate_model
 from czsl_models.training.targets import training_vocabulary
-from czsl_models.registry import load_model
+from czsl_models.models.checkpoints import load_model
 from czsl_models.training import TrainConfig, TrainError, epoch_batches, shard_batch, train
 from czsl_models.training.run_state import COMMIT_MARKER, STAGING_NAME, commit_checkpoint, recover_checkpoint
-from czsl_models.vocab import Vocabulary
+from czsl_models.inputs.vocab import Vocabulary
 
 ROOT = Path(__file__).resolve().parent.parent
 # 3 states x 3 objects, 2 images a pair: 12 training images (2 steps of 6), 3 val and 3 test images,

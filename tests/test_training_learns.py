@@ -6,7 +6,7 @@ import pytest
 
 from czsl_models.data import load_dataset
 from czsl_models.evaluation import evaluate_model
-from czsl_models.registry import load_model
+from czsl_models.models.checkpoints import load_model
 from czsl_models.training import TrainConfig, train
 from czsl_models.training.config import resolve_recipe
 
@@ -53,7 +53,8 @@ def test_paper_preset_builds_the_released_transform_and_schedule(model_name, tin
     import torch
     from torchvision import transforms
 
-    from czsl_models.training.trainer import build_optimizer, training_transform
+    from czsl_models.training.objective import build_optimizer
+    from czsl_models.training.transforms import training_transform
 
     recipe = resolve_recipe(TrainConfig(model=model_name, dataset="mit-states", out="x", preset="paper"), "mit-states")
     model = load_model(model_name, backbone="tiny", **{k: v for k, v in recipe.model_options.items()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from czsl_models.backbone import parse_backbone_spec
+from czsl_models.backbones import parse_backbone_spec
 from czsl_models.models.base import Prediction, RankedPair
 from czsl_models.ui.answer import (Honesty, answer_html, confidence_word, details_html, headline_text,
                                    is_random_backbone, parts_in_ranking, ranking_probabilities)

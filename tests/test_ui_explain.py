@@ -11,7 +11,7 @@ from PIL import Image
 from czsl_models.models.base import Prediction, RankedPair
 from czsl_models.ui.explain import (COLOUR_BAR_HEIGHT, build_visuals, draw_evidence_box, heat_overlay,
                                     heatmap_panels, score_parts_visual, watermark, where_in_photo)
-from czsl_models.vocab import Vocabulary
+from czsl_models.inputs.vocab import Vocabulary
 
 
 def test_heat_overlay_shows_the_photo_where_attention_is_low():

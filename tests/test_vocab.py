@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from czsl_models.models.prompts import PromptEncoder
-from czsl_models.vocab import Vocabulary, VocabularyError, parse_words
+from czsl_models.inputs.vocab import Vocabulary, VocabularyError, parse_words
 
 
 def test_parse_words_trims_and_deduplicates_case_insensitively():

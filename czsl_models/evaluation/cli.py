@@ -8,7 +8,7 @@ import math
 import sys
 from pathlib import Path
 
-from ..cli import print_error, user_errors
+from ..inputs.arguments import print_error
 from .metrics import StreamingEvaluator, format_metrics_table
 from .score_files import load_metrics_inputs
 
@@ -17,7 +17,7 @@ from .score_files import load_metrics_inputs
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `evaluate`."""
-    from ..cli import add_head_precision_argument
+    from ..backbones.precision import add_head_precision_argument
 
     parser.add_argument("--model", default=None, help="clip, msci, refiner or svip (default: the checkpoint's, else clip)")
     parser.add_argument("--checkpoint", default=None,
@@ -51,7 +51,7 @@ def _feasibility_threshold(text: str) -> float | str:
 def run_evaluate_command(args: argparse.Namespace) -> int:
     """Evaluate a model (trained or zero-shot) on a dataset split and print the CZSL metrics."""
     from ..data import load_dataset
-    from ..registry import load_model, read_checkpoint_config, resolve_checkpoint
+    from ..models.checkpoints import load_model, read_checkpoint_config, resolve_checkpoint
     from .evaluate import choose_feasibility_threshold, evaluate_model
     from .metrics import CZSLMetrics
 
@@ -73,9 +73,7 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
         metrics: CZSLMetrics = evaluate_model(model, dataset, phase=args.phase, open_world=args.open_world,
                                               batch_size=args.batch_size, num_workers=args.num_workers,
                                               feasibility_threshold=threshold)
-    except user_errors() as error:
-        return print_error(str(error))
-    except ValueError as error:  # the split cannot be evaluated (no images, no unseen pairs)
+    except ValueError as error:  # the split cannot be evaluated (no images, no unseen pairs); bad names or files
         return print_error(str(error))
     world = "open world" if args.open_world else "closed world"
     if threshold is not None:

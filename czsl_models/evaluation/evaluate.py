@@ -11,7 +11,7 @@ import torch
 
 from ..data import CompositionDataset, Sample
 from ..data.pixels import PixelSamples, default_num_workers, pixel_batches
-from ..vocab import Vocabulary
+from ..inputs.vocab import Vocabulary
 from .feasibility import best_threshold, candidate_thresholds, pair_feasibility
 from .metrics import CZSLMetrics, StreamingEvaluator
 

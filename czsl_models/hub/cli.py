@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli import print_error
+from ..inputs.arguments import print_error
 
 # ------------------------------------------------------------------------------ CLI: push
 
@@ -21,7 +21,7 @@ def add_push_arguments(parser: argparse.ArgumentParser) -> None:
 def run_push_command(args: argparse.Namespace) -> int:
     """Publish a checkpoint folder to the Hugging Face Hub; the local folder is never changed."""
     from ..hub.publish import PublishError, push_checkpoint
-    from ..registry import CheckpointError
+    from ..models.checkpoints import CheckpointError
 
     try:
         url = push_checkpoint(args.directory, args.repo_id, token=args.token, private=args.private,

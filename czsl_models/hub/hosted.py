@@ -28,7 +28,7 @@ class HostedCheckpoint:
     @property
     def label(self) -> str:
         """A readable menu label: model, dataset, headline metrics, and the repo it came from."""
-        from ..registry import model_class
+        from ..models.registry import model_class
 
         name = model_class(self.model_type).display_name or self.model_type
         trained_on = f" trained on {self.dataset}" if self.dataset else ""
@@ -69,7 +69,7 @@ def _headline(directory: Path) -> tuple[str | None, dict]:
 def fetch_hosted_checkpoints(text: str | None = None, token: str | None = None,
                              log: Callable[[str], None] | None = None) -> list[HostedCheckpoint]:
     """Fetch every listed checkpoint (the cache answers when it can), logging one line each; broken ones are skipped."""
-    from ..registry import CheckpointError, read_checkpoint_config, resolve_checkpoint
+    from ..models.checkpoints import CheckpointError, read_checkpoint_config, resolve_checkpoint
 
     log = log or LOGGER.info
     entries = parse_checkpoint_list(os.environ.get(CHECKPOINTS_ENV) if text is None else text)

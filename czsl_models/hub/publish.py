@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..registry import read_checkpoint_config
+from ..models.checkpoints import read_checkpoint_config
 from ..training.run_state import CHECKPOINT_FILES
 
 _TRUE = ("1", "true", "yes", "on")

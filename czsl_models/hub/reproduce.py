@@ -90,7 +90,7 @@ def _ensure_dataset(options: ReproduceOptions, log: Callable[[str], None]) -> tu
 
 
 def _train(options: ReproduceOptions, dataset_dir: Path, out: Path, stop: threading.Event | None):
-    from ..backbone import DEFAULT_BACKBONE
+    from ..backbones import DEFAULT_BACKBONE
     from ..training.config import TrainConfig
     from ..training.progress import TqdmCallback
     from ..training.trainer import train
@@ -115,7 +115,7 @@ def _evaluate(out: Path, dataset_dir: Path, options: ReproduceOptions, log: Call
     """Closed- and open-world test metrics of the checkpoint in out, the threshold chosen on validation."""
     from ..data.sources import load_dataset
     from ..evaluation.evaluate import choose_feasibility_threshold, evaluate_model
-    from ..registry import load_model
+    from ..models.checkpoints import load_model
 
     model = load_model(None, checkpoint=out)
     dataset = load_dataset(dataset_dir)
@@ -138,7 +138,7 @@ def reproduce(options: ReproduceOptions, log: Callable[[str], None] = lambda tex
     """Run every step that is not done yet; returns the checkpoint folder. A set `stop` ends training after
     the current step with its state saved (the next run resumes there)."""
     from ..data.benchmarks import benchmark
-    from ..registry import read_checkpoint_config, weights_dir
+    from ..models.checkpoints import read_checkpoint_config, weights_dir
     from ..training.config import resolve_recipe
     from .reproduction_card import render_reproduction_card
 
@@ -160,7 +160,7 @@ def reproduce(options: ReproduceOptions, log: Callable[[str], None] = lambda tex
     recipe = resolve_recipe(config, bench.name)
     default_recipe = resolve_recipe(type(config)(model=config.model, dataset=config.dataset, out=config.out,
                                                  preset="paper"), bench.name)
-    from ..registry import model_class
+    from ..models.registry import model_class
 
     document["reproduction"] = {
         "model": options.model, "display_name": model_class(options.model).display_name or options.model,
@@ -213,7 +213,7 @@ def add_reproduce_arguments(parser) -> None:
 def run_reproduce_command(args) -> int:
     """Run `reproduce`; errors print one line."""
     from ..data.dataset import DatasetError
-    from ..registry import CheckpointError
+    from ..models.checkpoints import CheckpointError
     from ..training.config import TrainError
 
     options = ReproduceOptions(**{key: getattr(args, key) for key in ReproduceOptions.__dataclass_fields__})

@@ -19,10 +19,13 @@ from huggingface_hub import ModelCard, PyTorchModelHubMixin
 from PIL import Image
 from torch import nn
 
-from ..backbone import DEFAULT_BACKBONE, Backbone, VisualOutput, get_backbone
-from ..precision import head_autocast, head_dtype
-from ..vocab import Vocabulary
+from ..backbones import DEFAULT_BACKBONE, Backbone, VisualOutput, get_backbone
+from ..backbones.precision import head_autocast, head_dtype
+from ..inputs.vocab import Vocabulary
+from .card import render_model_card
+from .checkpoints import load_model
 from .prompts import PromptEncoder
+from .registry import is_registered
 
 LOGIT_SCALE = 100.0
 PREDICT_BATCH_SIZE = 16  # images per backbone pass in predict(): bounds memory; on CPU batches of 4-8 gain ~1.3x
@@ -351,8 +354,6 @@ class CompositionModel(nn.Module, PyTorchModelHubMixin, library_name="czsl-model
 
     def generate_model_card(self, *args, **kwargs) -> ModelCard:
         """The README.md of a checkpoint: model, backbone, training vocabulary and metrics."""
-        from ..hub.model_card import render_model_card
-
         return ModelCard(render_model_card(self, metrics=kwargs.get("metrics")))
 
     @classmethod
@@ -360,9 +361,7 @@ class CompositionModel(nn.Module, PyTorchModelHubMixin, library_name="czsl-model
                          force_download: bool = False, local_files_only: bool = False,
                          token: str | bool | None = None, **model_kwargs):
         """Load through the registry, honouring the Hub options (the config's own values arrive in model_kwargs)."""
-        from ..registry import _REGISTRY, load_model
-
-        name = cls.name if _REGISTRY.get(cls.name) is cls else None  # the base class: the config decides
+        name = cls.name if is_registered(cls) else None  # the base class: the config decides
         return load_model(name, checkpoint=model_id, revision=revision, token=token, cache_dir=cache_dir,
                           local_files_only=local_files_only, force_download=force_download)
 

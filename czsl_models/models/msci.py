@@ -30,7 +30,7 @@ follows docs/models.md:
 * 12 attention heads when the joint width allows; otherwise the largest divisor of the width
   below 12 (the tiny test backbone has width 32, hence 8 heads).
 * At inference the two stages and the gate run under bfloat16 autocast where the hardware has
-  native bfloat16 (`head_precision`, czsl_models/precision.py): their D→4D MLPs over every
+  native bfloat16 (`head_precision`, czsl_models/backbones/precision.py): their D→4D MLPs over every
   candidate pair cost about a third of a ViT-L/14 pass in float32. Rows, updates, weights and
   scores stay float32; `head_precision = "float32"` gives the reference arithmetic everywhere.
 """
@@ -45,9 +45,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbone import DEFAULT_BACKBONE, VisualOutput, tensor_fingerprint
-from ..registry import register_model
-from ..vocab import Vocabulary
+from ..backbones import DEFAULT_BACKBONE, VisualOutput, tensor_fingerprint
+from .registry import register_model
+from ..inputs.vocab import Vocabulary
 from .base import LOGIT_SCALE, BranchLogits, CompositionModel, VisualRequest, cosine_logits
 from .layers import CrossAttentionLayer, ResidualDisentangler, fit_heads, vision_adapters
 from .prompts import BRANCHES

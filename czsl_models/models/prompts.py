@@ -14,8 +14,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..backbone import Backbone, tensor_fingerprint
-from ..vocab import Vocabulary, VocabularyError
+from ..backbones import Backbone, tensor_fingerprint
+from ..inputs.vocab import Vocabulary, VocabularyError
 
 BRANCHES = ("pair", "state", "object")
 PROMPT_PREFIX = "a photo of"

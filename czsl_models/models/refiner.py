@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbone import DEFAULT_BACKBONE, VisualOutput
-from ..registry import register_model
-from ..vocab import Vocabulary
+from ..backbones import DEFAULT_BACKBONE, VisualOutput
+from .registry import register_model
+from ..inputs.vocab import Vocabulary
 from .base import LOGIT_SCALE, BranchLogits, CompositionModel, VisualRequest
 from .layers import CrossAttention, CrossAttentionLayer, ResidualDisentangler, fit_heads
 

@@ -47,12 +47,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbone import DEFAULT_BACKBONE, VisualOutput
-from ..registry import register_model
-from ..vocab import Vocabulary
+from ..backbones import DEFAULT_BACKBONE, VisualOutput
+from .registry import register_model
+from ..inputs.vocab import Vocabulary
 from .base import LOGIT_SCALE, BranchLogits, CompositionModel, VisualRequest, cosine_logits
 from .prompts import PROMPT_PREFIX
 from .svip_patches import (  # noqa: F401  (re-exported: the patch geometry and selection live there)
+    ContextEmbedding,
+    PatchClassifier,
     SUB_PATCHES,
     SUPER_PATCH_SIDE,
     SuperPatchGrid,
@@ -71,36 +73,6 @@ TEACHER_CHUNK = 16  # images per unedited pass with attention maps (bounds their
 DEFAULT_SWITCH_AGREEMENT = 0.5
 # Teacher scores remembered per training image (N floats each, 64 on ViT-L/14: ~30 MB at this bound).
 TEACHER_MEMO_IMAGES = 50_000
-
-
-class PatchClassifier(nn.Module):
-    """PatchCls: MLP(4W -> hidden -> 1) on super-patch input embeddings; a logit per super-patch."""
-
-    def __init__(self, width: int, hidden: int = 512) -> None:
-        super().__init__()
-        # The inputs come before ln_pre, so their scale is the conv's; normalising makes the
-        # student's learning rate independent of the backbone.
-        self.mlp = nn.Sequential(nn.LayerNorm(SUB_PATCHES * width), nn.Linear(SUB_PATCHES * width, hidden), nn.ReLU(),
-                                 nn.Linear(hidden, 1))
-
-    def forward(self, super_patch_inputs: torch.Tensor) -> torch.Tensor:
-        """Logits [B, S] from [B, S, 4W]."""
-        return self.mlp(super_patch_inputs.float()).squeeze(-1)
-
-
-class ContextEmbedding(nn.Module):
-    """e in [4, W] from K word features [K, D]: Linear D -> W per word, then a zero-initialised Linear K -> 4."""
-
-    def __init__(self, num_words: int, embed_dim: int, width: int) -> None:
-        super().__init__()
-        self.project = nn.Linear(embed_dim, width)
-        self.mix = nn.Linear(num_words, SUB_PATCHES)
-        nn.init.zeros_(self.mix.weight)
-        nn.init.zeros_(self.mix.bias)
-
-    def forward(self, word_features: torch.Tensor) -> torch.Tensor:
-        """The embedding added to the 4 sub-patches of a replaced super-patch [4, W]."""
-        return self.mix(self.project(word_features).t()).t()
 
 
 @dataclass

@@ -1,5 +1,6 @@
-"""SVIP's patch geometry and selection: 2x2 super-patches, the attention-rollout teacher, top-M masks,
-adding the context to replaced super-patches, the consistency term and the student/teacher agreement."""
+"""SVIP's patch geometry and selection: 2x2 super-patches, the attention-rollout teacher, the PatchCls student,
+top-M masks, the context embedding added to replaced super-patches, the consistency term and the student/teacher
+agreement."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 SUPER_PATCH_SIDE = 2
 SUB_PATCHES = SUPER_PATCH_SIDE * SUPER_PATCH_SIDE
@@ -124,3 +126,33 @@ def replaced_agreement(student_scores: torch.Tensor, teacher_scores: torch.Tenso
     student = ~top_mask(student_scores, kept)
     teacher = ~top_mask(teacher_scores, kept)
     return (student & teacher).sum(dim=-1).float() / replaced
+
+
+class PatchClassifier(nn.Module):
+    """PatchCls: MLP(4W -> hidden -> 1) on super-patch input embeddings; a logit per super-patch."""
+
+    def __init__(self, width: int, hidden: int = 512) -> None:
+        super().__init__()
+        # The inputs come before ln_pre, so their scale is the conv's; normalising makes the
+        # student's learning rate independent of the backbone.
+        self.mlp = nn.Sequential(nn.LayerNorm(SUB_PATCHES * width), nn.Linear(SUB_PATCHES * width, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, 1))
+
+    def forward(self, super_patch_inputs: torch.Tensor) -> torch.Tensor:
+        """Logits [B, S] from [B, S, 4W]."""
+        return self.mlp(super_patch_inputs.float()).squeeze(-1)
+
+
+class ContextEmbedding(nn.Module):
+    """e in [4, W] from K word features [K, D]: Linear D -> W per word, then a zero-initialised Linear K -> 4."""
+
+    def __init__(self, num_words: int, embed_dim: int, width: int) -> None:
+        super().__init__()
+        self.project = nn.Linear(embed_dim, width)
+        self.mix = nn.Linear(num_words, SUB_PATCHES)
+        nn.init.zeros_(self.mix.weight)
+        nn.init.zeros_(self.mix.bias)
+
+    def forward(self, word_features: torch.Tensor) -> torch.Tensor:
+        """The embedding added to the 4 sub-patches of a replaced super-patch [4, W]."""
+        return self.mix(self.project(word_features).t()).t()

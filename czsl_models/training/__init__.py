@@ -2,7 +2,8 @@
 
 from .config import PRESETS, TrainConfig, TrainError
 from .progress import TrainCallback, TrainResult
-from .trainer import epoch_batches, shard_batch, train
+from .batching import epoch_batches, shard_batch
+from .trainer import train
 
 __all__ = ["PRESETS", "TrainCallback", "TrainConfig", "TrainError", "TrainResult", "epoch_batches", "shard_batch",
            "train"]

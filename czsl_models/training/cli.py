@@ -8,8 +8,7 @@ import signal
 import sys
 import threading
 
-from ..backbone import DEFAULT_BACKBONE
-from ..cli import print_error, user_errors
+from ..backbones import DEFAULT_BACKBONE
 from .config import MIXED_PRECISION_CHOICES, PRESETS, REPORT_TO_CHOICES, TrainConfig
 from .progress import TqdmCallback, TrainResult
 from .trainer import train
@@ -70,9 +69,7 @@ def run_train_command(args: argparse.Namespace) -> int:
 
         previous = signal.signal(signal.SIGINT, request_stop)
     try:
-        result = train(config, callback=TqdmCallback(), stop=stop)
-    except user_errors() as error:
-        return print_error(str(error))
+        result = train(config, callback=TqdmCallback(), stop=stop)  # refusals reach the command line's one-line handler
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)

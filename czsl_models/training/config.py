@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..backbone import DEFAULT_BACKBONE
+from ..backbones import DEFAULT_BACKBONE
 
 PRESETS = ("fast", "paper")
 HEADLINE_METRICS = ("best_seen", "best_unseen", "best_hm", "AUC", "attr_acc", "obj_acc")
@@ -143,7 +143,8 @@ def resolve_recipe(config: TrainConfig, dataset_name: str) -> Recipe:
 
 def check_config(config: TrainConfig) -> None:
     """Raise TrainError for options that cannot work."""
-    from ..registry import CheckpointError, model_class
+    from ..models.checkpoints import CheckpointError
+    from ..models.registry import model_class
 
     if config.preset not in PRESETS:
         raise TrainError(f"unknown preset {config.preset!r}; choose fast or paper")

@@ -32,7 +32,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..backbone import VisualOutput
+from ..backbones import VisualOutput
 from ..data import SYNTHETIC_PREFIX, CompositionDataset, Sample
 
 CACHE_DIR_ENV = "CZSL_CACHE_DIR"

@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 
 from ..data import CompositionDataset, Sample
-from ..vocab import Vocabulary
+from ..inputs.vocab import Vocabulary
 
 
 def training_vocabulary(dataset: CompositionDataset) -> Vocabulary:

@@ -16,7 +16,6 @@ file system so every process finds the state when resuming.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -24,17 +23,18 @@ import time
 import warnings
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
+from .batching import epoch_batches, mix_seed, shard_batch
 from .config import (
     HEADLINE_METRICS,
     RESUME_FIXED,
-    Recipe,
     TrainConfig,
     TrainError,
     check_config,
     resolve_recipe,
 )
+from .objective import build_optimizer, make_loss_module
 from .progress import TrainCallback, TrainResult, notify
 from .run_state import (
     TrainingState,
@@ -45,76 +45,9 @@ from .run_state import (
     save_training_state,
     training_state_path,
 )
-
-# ------------------------------------------------------------------------------ data order
-
-
-def _mix_seed(*parts: Any) -> int:
-    digest = hashlib.sha256("|".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
-def epoch_batches(num_images: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """The global batches of an epoch: a permutation drawn from (seed, epoch), cut into batches. A final
-    batch of one image joins the batch before it: BatchNorm (the disentanglers') cannot train on one
-    image, so that step would train a function inference never uses."""
-    import torch
-
-    generator = torch.Generator().manual_seed(_mix_seed("order", seed, epoch))
-    order = torch.randperm(num_images, generator=generator).tolist()
-    batches = [order[start:start + batch_size] for start in range(0, num_images, batch_size)]
-    if len(batches) > 1 and len(batches[-1]) == 1:
-        batches[-2].extend(batches.pop())
-    return batches
-
-
-def build_optimizer(model, recipe: Recipe) -> tuple[Any, Any]:
-    """The recipe's optimiser over the model's trainable parameters and its StepLR schedule (None when
-    the recipe keeps the learning rate constant)."""
-    import torch
-
-    optimizer_class = torch.optim.AdamW if recipe.optimizer == "adamw" else torch.optim.Adam
-    optimizer = optimizer_class(model.trainable_parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    scheduler = (torch.optim.lr_scheduler.StepLR(optimizer, recipe.lr_step, recipe.lr_gamma)
-                 if recipe.lr_step > 0 else None)
-    return optimizer, scheduler
-
-
-def training_transform(preset: str, backbone) -> Any:
-    """The training images' transform: the released augmentation under "paper", the backbone's own
-    preprocessing (no augmentation, so backbone outputs can be cached) under "fast"."""
-    from .transforms import training_augmentation
-
-    return training_augmentation(backbone) if preset == "paper" else backbone.preprocess
-
-
-def shard_batch(batch: Sequence[int], rank: int, world: int) -> list[int]:
-    """This process's part of a global batch; a batch smaller than the number of processes is
-    completed by wrapping around it, so no process ever gets an empty batch."""
-    items = list(batch)
-    while len(items) < world:
-        items += list(batch)[: world - len(items)]
-    return items[rank::world]
-
+from .transforms import training_transform
 
 # ------------------------------------------------------------------------------ the run
-
-
-def _make_loss_module(model, vocab):
-    """The model and its loss as one module returning the loss tensor (what DDP wraps)."""
-    from torch import nn
-
-    class LossModule(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, pixels, visual, pair_targets, state_targets, object_targets):
-            logits = self.model(pixels, vocab, visual=visual)
-            loss, _ = self.model.loss(logits, pair_targets, state_targets, object_targets)
-            return loss
-
-    return LossModule()
 
 
 def _headline(metrics: dict[str, Any] | None) -> dict[str, float] | None:
@@ -137,7 +70,7 @@ class _Run:
         from accelerate import Accelerator
         from accelerate.utils import DistributedDataParallelKwargs
 
-        from ..backbone import default_device
+        from ..backbones import default_device
 
         # CZSL_DEVICE=cpu (which places the shared backbone) also keeps the heads on the CPU.
         cpu = self.config.cpu or default_device().type == "cpu"
@@ -211,7 +144,7 @@ class _Run:
         import torch
 
         from ..data import DatasetError, load_dataset
-        from ..registry import load_model
+        from ..models.checkpoints import load_model
         from .feature_cache import CacheBuildStopped, model_trains_from_cache
         from .targets import training_targets, training_vocabulary
 
@@ -231,7 +164,7 @@ class _Run:
         if config.resume and saved_path is None:
             saved_path = training_state_path(self.out)
 
-        torch.manual_seed(_mix_seed("init", config.seed))
+        torch.manual_seed(mix_seed("init", config.seed))
         model = load_model(config.model, backbone=config.backbone, train_states=list(dataset.states),
                            train_objects=list(dataset.objects), train_pairs=[list(p) for p in dataset.train_pairs],
                            **self.recipe.model_options)
@@ -277,7 +210,7 @@ class _Run:
 
         optimizer, scheduler = build_optimizer(model, self.recipe)
         self.raw_optimizer, self.scheduler = optimizer, scheduler
-        self.step_module, self.optimizer = accelerator.prepare(_make_loss_module(model, self.vocab), optimizer)
+        self.step_module, self.optimizer = accelerator.prepare(make_loss_module(model, self.vocab), optimizer)
         if loaded is not None:
             optimizer.load_state_dict(optimizer_state)
             if scheduler is not None and state.scheduler:
@@ -366,7 +299,7 @@ class _Run:
             source = (((None, batch) for batch in local) if self.from_cache else self._pixel_source(local, epoch))
             for pixels, indices in source:
                 # Every step's randomness (dropout) comes from (seed, step, process): resumes are exact.
-                torch.manual_seed(_mix_seed("step", self.config.seed, state.global_step, rank))
+                torch.manual_seed(mix_seed("step", self.config.seed, state.global_step, rank))
                 index = torch.as_tensor(indices, device=accelerator.device)
                 visual = self.train_features.batch(indices, accelerator.device) if self.from_cache else None
                 if pixels is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 
 def _normalize_stats(preprocess) -> tuple[list[float], list[float]]:
@@ -43,3 +43,9 @@ def training_augmentation(backbone) -> Callable:
 def _rgb(image):
     """RGB after the geometric steps (as released); a picklable function for data-loader workers."""
     return image.convert("RGB")
+
+
+def training_transform(preset: str, backbone) -> Any:
+    """The training images' transform: the released augmentation under "paper", the backbone's own
+    preprocessing (no augmentation, so backbone outputs can be cached) under "fast"."""
+    return training_augmentation(backbone) if preset == "paper" else backbone.preprocess

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..backbone import BackboneSpec
+from ..backbones import BackboneSpec
 from ..models.base import Prediction, RankedPair
 
 RANDOM_STAMP = "random — demo mode"

@@ -12,8 +12,8 @@ from typing import Any
 
 import gradio as gr
 
-from ..presets import DEFAULT_OBJECTS, DEFAULT_STATES
-from ..summary import backbone_is_random, prediction_summary
+from ..inputs.presets import DEFAULT_OBJECTS, DEFAULT_STATES
+from ..inference.summary import backbone_is_random, prediction_summary
 from .compare import compare_models as run_comparison
 from .inputs import WORLD_CLOSED, WORLD_OPEN, as_float, clamp_int, friendly_errors, read_photo
 from .predict import BIAS_RANGE, MAX_TOP_K, run_model
@@ -98,7 +98,7 @@ def make_api_functions(state: AppState) -> dict[str, Any]:
         Returns JSON: the backbone, whether its weights are random (answers then mean nothing), and for each model
         its name (the value to pass as model), its display name and a one-sentence summary.
         """
-        from ..registry import model_class
+        from ..models.registry import model_class
 
         models = []
         for name in state.model_names():

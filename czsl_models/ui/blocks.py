@@ -8,7 +8,7 @@ from typing import Any
 
 import gradio as gr
 
-from ..hosting import storage_note
+from ..hosting.space import storage_note
 from .about import build_about_tab
 from .api import build_api, hide_ui_events
 from .compare import build_compare_tab

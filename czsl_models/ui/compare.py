@@ -15,8 +15,8 @@ import gradio as gr
 import torch
 from PIL import Image
 
-from ..backbone import VisualOutput
-from ..hosting import GPU_SECONDS
+from ..backbones import VisualOutput
+from ..hosting.space import GPU_SECONDS
 from ..models.base import CompositionModel, Prediction, VisualRequest
 from .answer import Honesty, is_random_backbone
 from .differences import comparison_headline, comparison_table_html

@@ -14,8 +14,8 @@ from typing import Any
 
 import gradio as gr
 
-from ..hosting import current_visitor
-from ..quota import prune, upload_budget
+from ..hosting.space import current_visitor
+from ..hosting.quota import prune, upload_budget
 from .inputs import InputError, uploaded_path
 
 SOURCE_SYNTHETIC = "Built-in example: coloured shapes"

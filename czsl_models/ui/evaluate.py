@@ -15,7 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-from ..hosting import GPU_SECONDS
+from ..hosting.space import GPU_SECONDS
 from .datasets import build_dataset_picker, dataset_spec
 from .inputs import InputError, friendly_errors, uploaded_path, user_error_types
 from .predict import model_summary
@@ -120,7 +120,7 @@ def metrics_summary(metrics: dict[str, Any], where: str) -> str:
 def metrics_from_scores_file(path: str) -> dict[str, Any]:
     """CZSL metrics of a scores .npz (scores, pairs, labels, seen; optional candidates, feasibility)."""
     from ..evaluation import StreamingEvaluator, load_metrics_inputs
-    from ..safe_npz import NpzTooLarge, check_npz
+    from ..hosting.safe_npz import NpzTooLarge, check_npz
 
     name = Path(path).name
     try:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..presets import DEFAULT_OBJECTS, DEFAULT_STATES
-from ..resources import examples_dir
+from ..inputs.presets import DEFAULT_OBJECTS, DEFAULT_STATES
+from ..inputs.examples import examples_dir
 
 EXAMPLES_DIR = examples_dir()  # the repository's examples/, or the installed package's copy
 

@@ -12,10 +12,10 @@ from typing import Any, Callable, Iterable, TypeVar
 import gradio as gr
 from PIL import Image
 
-from ..backbone import BackboneError
-from ..images import ImageError, load_image
-from ..registry import CheckpointError
-from ..vocab import Vocabulary, VocabularyError
+from ..backbones import BackboneError
+from ..inputs.images import ImageError, load_image
+from ..models.checkpoints import CheckpointError
+from ..inputs.vocab import Vocabulary, VocabularyError
 from .session import visitor_scope
 from .text import escape_html
 

@@ -6,7 +6,7 @@ GRADIO_SERVER_PORT, GRADIO_SHARE, GRADIO_MCP_SERVER), so a Hugging Face Space co
 settings: CZSL_WEIGHTS_DIR (checkpoints, default weights/), CZSL_DATA_DIR (unpacked dataset zips, default
 runs/datasets), CZSL_PREDICT_CONCURRENCY (predictions at once, default 4) and CZSL_ALLOW_SERVER_PATHS
 (training on server folders; on by default except on a Space). --head-precision / CZSL_HEAD_PRECISION
-sets MSCI's row-head precision at inference (auto, float32, bfloat16; czsl_models/precision.py).
+sets MSCI's row-head precision at inference (auto, float32, bfloat16; czsl_models/backbones/precision.py).
 --checkpoints / CZSL_CHECKPOINTS lists Hub checkpoints (owner/name[@revision], comma separated) to fetch at
 start and offer in Predict, Compare and Evaluate; the first one is Predict's default. The MCP server (tools: the
 documented API of czsl_models/ui/api.py) is on unless --no-mcp or GRADIO_MCP_SERVER=false."""
@@ -61,7 +61,7 @@ def parse_args(argv: Sequence[str] | None = None, prog: str | None = None) -> ar
                         help="do not serve the MCP server at /gradio_api/mcp/ (also GRADIO_MCP_SERVER=false)")
     args = parser.parse_args(argv)
     if args.head_precision:
-        from ..precision import check_head_precision
+        from ..backbones.precision import check_head_precision
 
         try:
             args.head_precision = check_head_precision(args.head_precision)
@@ -73,7 +73,7 @@ def parse_args(argv: Sequence[str] | None = None, prog: str | None = None) -> ar
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
     """Build the app and serve it until interrupted."""
     args = parse_args(argv, prog)
-    from ..hosting import configure_storage
+    from ..hosting.space import configure_storage
 
     configure_storage()  # a Space's /data, when mounted: checkpoints, caches and uploads survive restarts
     if args.device:

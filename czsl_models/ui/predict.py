@@ -12,11 +12,11 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from ..confinement import checkpoint_config as confined_checkpoint_config
-from ..hosting import GPU_SECONDS
+from ..hosting.confinement import checkpoint_config as confined_checkpoint_config
+from ..hosting.space import GPU_SECONDS
 from ..models.base import Prediction
-from ..presets import DEFAULT_OBJECTS, DEFAULT_PRESET, DEFAULT_STATES, VOCABULARY_PRESETS
-from ..registry import CheckpointError
+from ..inputs.presets import DEFAULT_OBJECTS, DEFAULT_PRESET, DEFAULT_STATES, VOCABULARY_PRESETS
+from ..models.checkpoints import CheckpointError
 from .answer import Honesty, answer_html, details_html, headline_text, is_random_backbone, message_html
 from .explain import Visual, build_visuals, marginal_confidences, ranking_confidences, watermark
 from .gallery import Example
@@ -163,7 +163,7 @@ def preset_vocabulary(state: AppState, preset: str, checkpoint: str | None) -> t
 
 def model_summary(state: AppState, model_name: str) -> str:
     """One sentence about a model for the menu."""
-    from ..registry import model_class
+    from ..models.registry import model_class
 
     cls = model_class(model_name)
     return f"**{cls.display_name or cls.name}**: {cls.summary}"

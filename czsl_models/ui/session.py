@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional, TypeVar
 
 import gradio as gr
 
-from ..hosting import HOST, as_visitor, current_visitor, visitor_hub_login
+from ..hosting.space import HOST, as_visitor, current_visitor, visitor_hub_login
 
 __all__ = ["current_oauth_token", "current_visitor", "visitor_id", "visitor_scope"]
 

@@ -12,14 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from ..backbone import (TINY_BACKBONE, Backbone, BackboneError, UnsupportedBackboneError, get_backbone,
+from ..backbones import (TINY_BACKBONE, Backbone, BackboneError, UnsupportedBackboneError, get_backbone,
                         parse_backbone_spec)
-from ..confinement import (allow_host_folders, cache_identity, checkpoint_config, scrub, shown_name,
+from ..hosting.confinement import (allow_host_folders, cache_identity, checkpoint_config, scrub, shown_name,
                            visitor_weights_dir)
-from ..hosting import HOST, current_visitor
+from ..hosting.space import HOST, current_visitor
 from ..models.base import CompositionModel
-from ..registry import CheckpointError, CheckpointInfo, list_local_checkpoints, list_models, load_model, model_class
-from ..registry import weights_dir
+from ..models.checkpoints import CheckpointError, CheckpointInfo, list_local_checkpoints, load_model
+from ..models.registry import list_models, model_class
+from ..models.checkpoints import weights_dir
 
 LOGGER = logging.getLogger(__name__)
 FALLBACK_BANNER = ("Demo mode: answers are random. The app could not download the image-and-text model it is built "

@@ -16,7 +16,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from ..hosting import (SignInRequired, SwitchedOff, login_button_wanted, max_training_runs, publish_token,
+from ..hosting.space import (SignInRequired, SwitchedOff, login_button_wanted, max_training_runs, publish_token,
                        publishing_disabled_reason, training_disabled_reason)
 from .datasets import build_dataset_picker, dataset_spec
 from .inputs import InputError, as_float, clamp_int, friendly_errors, user_error_types
@@ -327,7 +327,7 @@ def preset_update(model_name: str | None) -> Any:
 
 def display(model_name: str) -> str:
     """A model's human name."""
-    from ..registry import model_class
+    from ..models.registry import model_class
 
     cls = model_class(model_name)
     return cls.display_name or model_name

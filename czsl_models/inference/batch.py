@@ -14,11 +14,11 @@ from typing import IO, TYPE_CHECKING, Iterable, Iterator, Sequence
 
 from PIL import Image
 
-from .images import ImageError, load_image
+from ..inputs.images import ImageError, load_image
 
 if TYPE_CHECKING:
-    from .models.base import CompositionModel, Prediction
-    from .vocab import Vocabulary
+    from ..models.base import CompositionModel, Prediction
+    from ..inputs.vocab import Vocabulary
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 MAX_MEMBER_BYTES = 256 << 20  # one photo inside a zip; read into memory, so bounded

@@ -16,6 +16,7 @@ reproducible on any machine) or `bfloat16`.
 
 from __future__ import annotations
 
+import argparse
 import os
 from contextlib import AbstractContextManager, nullcontext
 
@@ -64,3 +65,10 @@ def head_autocast(device: torch.device, precision: str | None = None) -> Abstrac
     if dtype == torch.float32:
         return nullcontext()
     return torch.autocast(device.type, dtype=dtype)
+
+
+def add_head_precision_argument(parser: argparse.ArgumentParser) -> None:
+    """--head-precision, shared by predict and evaluate."""
+    parser.add_argument("--head-precision", choices=HEAD_PRECISIONS, default=None,
+                        help=f"inference precision of MSCI's row head: auto (bfloat16 where the hardware has it "
+                             f"natively), float32 or bfloat16 (default ${HEAD_PRECISION_ENV}, else auto)")

@@ -8,8 +8,8 @@ import re
 from pathlib import Path
 from typing import Any, Iterable
 
-from .hosting import HOST, current_visitor, hub_read_token, hub_token_fingerprint
-from .registry import CheckpointError, read_checkpoint_config, weights_dir
+from .space import HOST, current_visitor, hub_read_token, hub_token_fingerprint
+from ..models.checkpoints import CheckpointError, read_checkpoint_config, weights_dir
 
 VISITORS_FOLDER = ".visitors"  # under the weights folder; hidden from the host's list
 REFUSED = "Choose trained weights from the list, or type a Hugging Face repo id (owner/name)."

@@ -1,8 +1,7 @@
-"""Model names -> classes, loading checkpoints (local folders or Hub repos), listing local weights."""
+"""Checkpoints: a local folder or a Hub repo, checked before a model is built from it, and the local weights folder."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import os
@@ -10,47 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .registry import CheckpointError, model_class
+
 if TYPE_CHECKING:
-    from .models.base import CompositionModel
+    from .base import CompositionModel
 
-_REGISTRY: dict[str, type] = {}
-_MODEL_MODULES = ("clip", "msci", "refiner", "svip")
 WEIGHTS_DIR_ENV = "CZSL_WEIGHTS_DIR"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be used; the message says why."""
-
-
-def register_model(cls: type) -> type:
-    """Class decorator: make a model available by its `name`."""
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def _import_models() -> None:
-    for module in _MODEL_MODULES:
-        full_name = f"{__package__}.models.{module}"
-        try:
-            importlib.import_module(full_name)
-        except ModuleNotFoundError as error:
-            if error.name != full_name:
-                raise
-
-
-def list_models() -> list[str]:
-    """Names of the available models, baseline first."""
-    _import_models()
-    return sorted(_REGISTRY, key=lambda name: (name != "clip", name))
-
-
-def model_class(name: str) -> type["CompositionModel"]:
-    """The class registered under name."""
-    _import_models()
-    try:
-        return _REGISTRY[name.lower()]
-    except KeyError:
-        raise CheckpointError(f"Unknown model {name!r}; choose one of {', '.join(list_models())}.") from None
 
 
 def weights_dir() -> Path:
@@ -212,7 +176,7 @@ def load_model(name: str | None = None, checkpoint: str | Path | None = None, ba
     if name is not None and name.lower() != model_type:
         raise CheckpointError(f"{checkpoint} holds a {model_type} checkpoint, not {name}.")
     if backbone is not None and backbone != config.get("backbone"):
-        from .backbone import parse_backbone_spec
+        from ..backbones import parse_backbone_spec
 
         if str(parse_backbone_spec(backbone)) != config.get("backbone"):
             raise CheckpointError(

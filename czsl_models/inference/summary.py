@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .models.base import Prediction
+from ..models.base import Prediction
 
 RANDOM_BACKBONE_CAVEAT = ("The backbone has random weights (a test or fallback setup): the ranking and the explanation "
                           "are random.")

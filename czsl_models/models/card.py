@@ -1,4 +1,5 @@
-"""The README.md written next to every checkpoint: what it is, its vocabulary and its metrics."""
+"""The README.md written next to every checkpoint: what it is, its vocabulary and its metrics. It lives with the
+models because `save_pretrained` writes it; hub/ publishes it and builds the reproduction card on it."""
 
 from __future__ import annotations
 
