@@ -3,9 +3,10 @@ the same rankings as the Python API, the tabs' input checks, and the switch that
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import base64
+import json
+import typing
 from pathlib import Path
 
 import httpx
@@ -16,7 +17,7 @@ from gradio_client.exceptions import AppError
 from conftest import served_app
 from czsl_models import Vocabulary, load_model
 from czsl_models.inputs.presets import DEFAULT_OBJECTS, DEFAULT_STATES
-from czsl_models.ui.api import API_ENDPOINTS
+from czsl_models.ui.api import API_ENDPOINTS, make_api_functions
 
 EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.jpg"))
 
@@ -168,26 +169,66 @@ def test_mcp_schema_lists_exactly_the_api_tools(api_server):
     assert "ranked compositions" in recognise["description"]
 
 
-async def _call_mcp_tool(url: str, name: str, arguments: dict) -> tuple[list[str], dict]:
+def test_no_api_endpoint_takes_the_callers_hugging_face_token(api_server, client):
+    """Gradio's API page says an endpoint 'acts on your behalf' when its function takes a gr.OAuthToken."""
+    info = client.view_api(return_format="dict", print_info=False)
+    assert all("oauth_token" not in info["named_endpoints"][f"/{name}"] for name in API_ENDPOINTS)
+    for name, function in make_api_functions(api_server[1]).items():
+        hints = typing.get_type_hints(function)
+        assert not any("OAuthToken" in str(hint) for hint in hints.values()), name
+
+
+async def _mcp_session_answers(url: str, calls: list[tuple[str, dict]]) -> tuple[list, list]:
+    """With the mcp package's own client over the app's MCP endpoint: the tools listed, and each call's result."""
     from mcp import ClientSession
     from mcp.client.streamable_http import streamable_http_client
 
     async with streamable_http_client(url + "gradio_api/mcp/") as (read, write, _):
         async with ClientSession(read, write) as session:
             await session.initialize()
-            tools = await session.list_tools()
-            result = await session.call_tool(name, arguments)
-            assert not result.isError, result.content
-            # Gradio's MCP server writes a JSON output as the text of the Python object it holds.
-            return [tool.name for tool in tools.tools], ast.literal_eval(result.content[0].text)
+            tools = (await session.list_tools()).tools
+            results = [await session.call_tool(name, arguments) for name, arguments in calls]
+    return tools, results
 
 
-def test_mcp_tool_call_gives_the_python_api_ranking(api_server):
+def json_answer(result) -> dict:
+    """A tool result's one text content, read as JSON (a Python repr such as {'a': True} fails here)."""
+    assert not result.isError, result.content
+    assert len(result.content) == 1 and result.content[0].type == "text"
+    answer = json.loads(result.content[0].text)
+    assert isinstance(answer, dict)
+    return answer
+
+
+def test_mcp_client_lists_typed_tools_and_gets_json_objects(api_server):
     photo = "data:image/jpeg;base64," + base64.b64encode(EXAMPLES[3].read_bytes()).decode()
-    tools, answer = asyncio.run(_call_mcp_tool(api_server[2], "recognise_compositions",
-                                               {"image": photo, "model": "msci", "top_k": 6}))
-    assert sorted(tools) == sorted(API_ENDPOINTS)
-    assert ranking_of(answer) == python_ranking(EXAMPLES[3], "msci", top_k=6)
+    tools, results = asyncio.run(_mcp_session_answers(api_server[2], [
+        ("list_models", {}), ("list_checkpoints", {"model": "msci"}),
+        ("recognise_compositions", {"image": photo, "model": "msci", "top_k": 6}),
+        ("compare_models", {"image": photo})]))
+    by_name = {tool.name: tool for tool in tools}
+    assert sorted(by_name) == sorted(API_ENDPOINTS)
+    properties = by_name["recognise_compositions"].inputSchema["properties"]
+    assert properties["top_k"]["type"] == "integer"
+    assert properties["bias"]["type"] == "number" and properties["states"]["type"] == "string"
+    assert by_name["compare_models"].inputSchema["properties"]["use_trained_weights"]["type"] == "boolean"
+    assert not any("token" in tool.description.lower() for tool in tools)
+    models, checkpoints, recognition, comparison = (json_answer(result) for result in results)
+    assert models["backbone"] == "tiny" and models["random_backbone"] is True
+    assert [model["name"] for model in models["models"]] == ["clip", "msci", "refiner", "svip"]
+    assert set(checkpoints) == {"backbone", "checkpoints"}
+    assert ranking_of(recognition) == python_ranking(EXAMPLES[3], "msci", top_k=6)
+    assert recognition["trained"] is False and all(isinstance(row["rank"], int) for row in recognition["ranking"])
+    assert [model["model"] for model in comparison["models"]] == ["clip", "msci", "refiner", "svip"]
+
+
+def test_mcp_json_leaves_file_outputs_to_gradio():
+    from czsl_models.ui.mcp_json import json_text_outputs
+
+    seen = []
+    file_output = {"path": "/x.png", "url": None, "meta": {"_type": "gradio.FileData"}}
+    json_text_outputs(lambda data, root: seen.extend(data) or [])([{"a": True}, [1, 2], "text", file_output], "")
+    assert seen == ['{"a": true}', "[1, 2]", "text", file_output]
 
 
 # ------------------------------------------------------------------ launching

@@ -7,6 +7,7 @@ tabs (photo size, word and pair limits, top-k and bias ranges)."""
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -21,6 +22,9 @@ from .state import UNTRAINED, AppState
 
 DEFAULT_API_MODEL = "msci"
 COMPARE_TOP_K = 5  # compare_models returns each model's top 5 (the tab may rank more)
+# The API reads public Hub checkpoints only: it never receives the caller's Hugging Face token, so neither the API
+# page nor an MCP client is told that a tool acts on their behalf.
+api_endpoint = functools.partial(friendly_errors, hub_login=False)
 
 
 def _world(pairs: str | None) -> str:
@@ -34,10 +38,10 @@ def _checkpoint_name(checkpoint: str) -> str:
 def make_api_functions(state: AppState) -> dict[str, Any]:
     """The endpoint functions bound to one app's state, by endpoint (and tool) name."""
 
-    @friendly_errors
+    @api_endpoint
     def recognise_compositions(image: Any, states: str = DEFAULT_STATES, objects: str = DEFAULT_OBJECTS,
                                pairs: str = "", model: str = DEFAULT_API_MODEL, checkpoint: str = "",
-                               top_k: float = 5, bias: float = 0.0) -> dict[str, Any]:
+                               top_k: int = 5, bias: float = 0.0) -> dict[str, Any]:
         """Recognise state-object compositions in a photo (e.g. 'sliced apple', 'rusty bike') and say why.
 
         Every state is combined with every object unless pairs lists the only compositions to consider. Returns
@@ -64,7 +68,7 @@ def make_api_functions(state: AppState) -> dict[str, Any]:
         answer["seconds"] = round(time.perf_counter() - started, 4)
         return answer
 
-    @friendly_errors
+    @api_endpoint
     def compare_models(image: Any, states: str = DEFAULT_STATES, objects: str = DEFAULT_OBJECTS, pairs: str = "",
                        use_trained_weights: bool = True) -> dict[str, Any]:
         """Rank a photo's state-object compositions with every model at once (CLIP baseline, MSCI, Refiner, SVIP).
@@ -91,7 +95,7 @@ def make_api_functions(state: AppState) -> dict[str, Any]:
                            "caveats": summary["caveats"]})
         return {"backbone": state.backbone_spec, "shared_pass_seconds": round(shared_seconds, 4), "models": models}
 
-    @friendly_errors
+    @api_endpoint
     def list_models() -> dict[str, Any]:
         """List the recognition models this app runs, with what each adds to CLIP, and the backbone they share.
 
@@ -108,7 +112,7 @@ def make_api_functions(state: AppState) -> dict[str, Any]:
         return {"backbone": state.backbone_spec, "random_backbone": backbone_is_random(state.backbone_spec),
                 "models": models}
 
-    @friendly_errors
+    @api_endpoint
     def list_checkpoints(model: str = "") -> dict[str, Any]:
         """List the trained weights (checkpoints) this app has for a model, newest first.
 
@@ -146,7 +150,7 @@ def build_api(state: AppState, concurrency_limit: int) -> list[str]:
         model = gr.Dropdown(model_choices, value=default_model, label="model")
         model_filter = gr.Textbox("", label="model")
         checkpoint = gr.Textbox("", label="checkpoint")
-        top_k = gr.Slider(1, MAX_TOP_K, value=5, step=1, label="top_k")
+        top_k = gr.Slider(1, MAX_TOP_K, value=5, step=1, precision=0, label="top_k")
         bias = gr.Slider(-BIAS_RANGE, BIAS_RANGE, value=0.0, step=0.5, label="bias")
         use_trained = gr.Checkbox(True, label="use_trained_weights")
         outputs = {name: gr.JSON(label=label) for name, label in (

@@ -14,6 +14,7 @@ from .api import build_api, hide_ui_events
 from .compare import build_compare_tab
 from .evaluate import build_evaluate_tab, refresh_checkpoints
 from .gallery import EXAMPLES_DIR, example_catalogue, examples_for_paths
+from .mcp_json import json_answers_lifespan
 from .predict import build_predict_tab, refresh_choices
 from .session import visitor_scope
 from .state import AppState, load_app_backbone
@@ -102,6 +103,7 @@ def create_app(backbone: str | None = None, device: str | None = None,
 
 
 def launch_options() -> dict[str, Any]:
-    """Keyword arguments for Blocks.launch: styling, upload limit, and the example photos as servable files."""
+    """Keyword arguments for Blocks.launch: styling, upload limit, the example photos as servable files, and MCP
+    answers written as JSON (mcp_json)."""
     return {"css": APP_CSS, "theme": app_theme(), "max_file_size": "200mb",
-            "allowed_paths": [str(EXAMPLES_DIR)]}
+            "allowed_paths": [str(EXAMPLES_DIR)], "app_kwargs": {"lifespan": json_answers_lifespan}}

@@ -61,11 +61,12 @@ class InputError(ValueError):
     """A problem with what the visitor entered, found by the UI itself."""
 
 
-def friendly_errors(function: Function) -> Function:
-    """Show library and input errors as their own message; anything else as a short notice, logged."""
+def friendly_errors(function: Function, hub_login: bool = True) -> Function:
+    """Show library and input errors as their own message; anything else as a short notice, logged. hub_login:
+    whether the handler receives the visitor's Hugging Face sign-in (session.visitor_scope)."""
     expected = (InputError, *user_error_types())
 
-    @visitor_scope
+    @functools.partial(visitor_scope, hub_login=hub_login)
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:

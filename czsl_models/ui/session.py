@@ -33,9 +33,11 @@ def visitor_id(session_hash: str | None) -> str:
     return hashlib.sha256(session_hash.encode()).hexdigest()[:16]
 
 
-def visitor_scope(function: Function) -> Function:
+def visitor_scope(function: Function, hub_login: bool = True) -> Function:
     """Run a Gradio event handler with its visitor and Hub sign-in known (two extra parameters that Gradio fills:
-    the request and the OAuth token). Direct calls without them run as the host, as before."""
+    the request and the OAuth token). Direct calls without them run as the host, as before. hub_login=False
+    leaves the OAuth token out: the endpoint never receives the visitor's Hugging Face token (the API and MCP
+    tools, which read public Hub repos only), and Gradio's API page does not say it acts on their behalf."""
     if getattr(function, "_czsl_visitor_scoped", False):
         return function
     signature = inspect.signature(function)
@@ -62,12 +64,13 @@ def visitor_scope(function: Function) -> Function:
         finally:
             _oauth_token.reset(reset_token)
 
-    extra = [inspect.Parameter(_REQUEST_PARAM, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
-                               annotation=Optional[gr.Request]),
-             inspect.Parameter(_TOKEN_PARAM, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
-                               annotation=Optional[gr.OAuthToken])]
+    hints: dict[str, Any] = {_REQUEST_PARAM: Optional[gr.Request]}
+    if hub_login:
+        hints[_TOKEN_PARAM] = Optional[gr.OAuthToken]
+    extra = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=hint)
+             for name, hint in hints.items()]
     wrapper.__signature__ = signature.replace(parameters=own + extra)  # type: ignore[attr-defined]
-    # Only the two added hints: Gradio reads hints to fill them, and the handler's own (string) hints need not resolve.
-    wrapper.__annotations__ = {_REQUEST_PARAM: Optional[gr.Request], _TOKEN_PARAM: Optional[gr.OAuthToken]}
+    # Only the added hints: Gradio reads hints to fill them, and the handler's own (string) hints need not resolve.
+    wrapper.__annotations__ = hints
     wrapper._czsl_visitor_scoped = True  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]
