@@ -175,6 +175,20 @@ def run_models_command(args: argparse.Namespace) -> int:
     return 0
 
 
+# A package that only an extra installs -> that extra (pyproject.toml [project.optional-dependencies]).
+EXTRA_OF_PACKAGE = {"gradio": "app", "mcp": "app", "matplotlib": "app", "accelerate": "train",
+                    "tensorboard": "tensorboard"}
+
+
+def missing_extra_message(error: ModuleNotFoundError) -> str | None:
+    """The one line that names the extra to install when `error` is a package of an extra, else None."""
+    package = (error.name or "").split(".")[0]
+    extra = EXTRA_OF_PACKAGE.get(package)
+    if extra is None:
+        return None
+    return f"{package} is not installed; this command needs the [{extra}] extra: pip install 'czsl-models[{extra}]'"
+
+
 class UserError(Exception):
     """A problem with what the user asked for; printed without a traceback."""
 
@@ -216,11 +230,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; user errors print one line on stderr and exit with status 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["app"]:
-        return run_app_command(argv[1:])
-    args = build_parser().parse_args(argv)
     try:
+        if argv[:1] == ["app"]:
+            return run_app_command(argv[1:])
+        args = build_parser().parse_args(argv)
         return int(args.run(args) or 0)
+    except ModuleNotFoundError as error:
+        message = missing_extra_message(error)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
     except (UserError, *user_errors()) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

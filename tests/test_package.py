@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = [*(ROOT / "examples").glob("*.jpg"), *(ROOT / "examples").glob("*.png")]
-BUILD_INPUTS = ["pyproject.toml", "setup.py", "README.md", "LICENSE", "requirements.txt", "czsl_models", "examples"]
+BUILD_INPUTS = ["pyproject.toml", "setup.py", "README.md", "LICENSE", "docs/pypi.md", "czsl_models", "examples"]
 
 CHECK_INSTALLED = """
 import json, sys
@@ -46,6 +46,7 @@ def wheel(tmp_path_factory) -> Path:
         if path.is_dir():
             shutil.copytree(path, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         else:
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, source / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-index", "--no-deps", "--no-build-isolation",
                     "-w", str(work / "dist"), str(source)], check=True, timeout=300)
@@ -96,3 +97,99 @@ def test_the_repository_declares_one_version_and_an_spdx_licence():
     assert "version" not in project and "version" in project["dynamic"]
     assert project["license"] == "MIT" and project["urls"]
     assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+
+
+# ------------------------------------------------------------------ the core without the extras
+EXTRA_PACKAGES = ("gradio", "gradio_client", "mcp", "accelerate", "matplotlib", "tensorboard", "spaces")
+# Loaded first by Python (a sitecustomize on PYTHONPATH): every package of an extra imports as if not installed.
+BLOCK_EXTRAS = "import sys\nfor name in {names!r}:\n    sys.modules[name] = None\n"
+
+
+def core_environment(tmp_path: Path) -> dict[str, str]:
+    """Environment variables for a subprocess that sees the repository and none of the extras' packages."""
+    blocker = tmp_path / "block-extras"
+    blocker.mkdir(exist_ok=True)
+    (blocker / "sitecustomize.py").write_text(BLOCK_EXTRAS.format(names=EXTRA_PACKAGES))
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocker), str(ROOT)]), "HF_HUB_OFFLINE": "1"}
+
+
+def run_core(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """python ARGS, run outside the repository without the extras."""
+    return subprocess.run([sys.executable, *args], cwd=tmp_path, env=core_environment(tmp_path),
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_the_core_imports_and_predicts_without_the_extras(tmp_path):
+    imported = run_core(tmp_path, "-c", "import sys, czsl_models, czsl_models.cli, czsl_models.data, "
+                        "czsl_models.evaluation, czsl_models.inference.batch, czsl_models.hub.publish\n"
+                        f"print(sorted(n for n in {EXTRA_PACKAGES!r} if sys.modules.get(n)))")
+    assert imported.returncode == 0, imported.stderr
+    assert imported.stdout.strip() == "[]"
+    predicted = run_core(tmp_path, "-m", "czsl_models", "predict", str(ROOT / "examples" / "chelsea.jpg"),
+                         "--backbone", "tiny", "--states", "sleeping, striped", "--objects", "cat, dog", "--json")
+    assert predicted.returncode == 0, predicted.stderr
+    answer = json.loads(predicted.stdout)
+    assert answer["backbone"] == "tiny" and len(answer["ranking"]) == 4
+    listed = run_core(tmp_path, "-m", "czsl_models", "--help")
+    assert listed.returncode == 0 and "train" in listed.stdout and "app" in listed.stdout
+
+
+@pytest.mark.parametrize("command, extra", [
+    (["app"], "app"),
+    (["train", "--model", "msci", "--dataset", "synthetic:shapes", "--backbone", "tiny", "--out", "out"], "train"),
+    (["reproduce", "msci", "ut-zappos", "--root", "data"], "train"),
+])
+def test_a_command_that_needs_a_missing_extra_names_it(tmp_path, command, extra):
+    result = run_core(tmp_path, "-m", "czsl_models", *command)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].endswith(f"pip install 'czsl-models[{extra}]'"), result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "data").exists()  # reproduce stops before downloading anything
+
+
+def _requirement_names(lines: list[str]) -> list[str]:
+    from packaging.requirements import Requirement
+
+    return sorted(str(Requirement(line)) for line in lines)
+
+
+def test_the_metadata_has_a_lean_core_the_extras_and_a_package_page(wheel):
+    from email.parser import Parser
+
+    from packaging.requirements import Requirement
+
+    with zipfile.ZipFile(wheel) as archive:
+        name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        metadata = Parser().parsestr(archive.read(name).decode())
+    requirements = [Requirement(line) for line in metadata.get_all("Requires-Dist")]
+    core = {r.name for r in requirements if r.marker is None}
+    assert core == {"torch", "torchvision", "open_clip_torch", "huggingface_hub", "safetensors", "numpy", "pillow",
+                    "tqdm"}
+
+    def extra(name: str) -> set[str]:
+        return {r.name for r in requirements if r.marker is not None and r.marker.evaluate({"extra": name})}
+
+    assert extra("app") == {"gradio", "matplotlib"}
+    assert next(r for r in requirements if r.name == "gradio").extras == {"mcp", "oauth"}
+    assert extra("train") == {"accelerate"} and extra("tensorboard") == {"tensorboard"}
+    assert extra("all") == {"czsl-models"} and set(metadata.get_all("Provides-Extra")) == {
+        "app", "train", "tensorboard", "all"}
+    # PyPI shows a package description, not the Space's YAML block that opens README.md.
+    description = metadata.get_payload().lstrip()
+    assert description.startswith("# czsl-models") and "sdk: gradio" not in description
+    assert metadata["Description-Content-Type"] == "text/markdown"
+    assert len(metadata.get_all("Project-URL")) >= 3
+    classifiers = metadata.get_all("Classifier")
+    assert "Programming Language :: Python :: 3.12" in classifiers and "Framework :: Gradio" in classifiers
+
+
+def test_requirements_txt_is_the_core_and_every_extra():
+    """The Space installs requirements.txt: the same pins as pyproject's dependencies and [app] + [train]."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    declared = [*project["dependencies"], *extras["app"], *extras["train"]]
+    lines = [line.split("#")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
+    listed = [line for line in lines if line and not line.startswith("-")]
+    assert _requirement_names(listed) == _requirement_names(declared)

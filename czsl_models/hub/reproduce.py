@@ -216,6 +216,8 @@ def run_reproduce_command(args) -> int:
     from ..models.checkpoints import CheckpointError
     from ..training.config import TrainError
 
+    import accelerate  # noqa: F401  (the [train] extra: missing, the command stops here, before any download)
+
     options = ReproduceOptions(**{key: getattr(args, key) for key in ReproduceOptions.__dataclass_fields__})
     stop, previous = threading.Event(), None
     if threading.current_thread() is threading.main_thread():
