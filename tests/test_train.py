@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from czsl_models.cli import main as cli_main
+from hub_cards import checked_card
 from czsl_models.data import load_dataset
 from czsl_models.training.feature_cache import build_feature_cache, cache_key, model_trains_from_cache
 from czsl_models.evaluation import evaluate_model
@@ -133,6 +134,11 @@ def test_two_epochs_learn_save_and_load(trained, dataset, model_name, example_im
     # The checkpoint is the best validation epoch: 2 or 4 steps.
     assert metrics["training_steps"] == 2 * metrics["epoch"]
     assert "Best HM" in card and "circle" in card and f"Optimisation steps: {metrics['training_steps']}" in card
+    hub_card = checked_card(card, model_name, base_model=None)  # the tiny test backbone lives on no Hub repo
+    assert hub_card.data.datasets is None  # synthetic shapes: no Hub dataset
+    measured = {result.metric_type: result.metric_value for result in hub_card.data.eval_results}
+    assert measured == {key.lower(): round(100 * metrics[key], 2) for key in HEADLINE}
+    assert {result.dataset_split for result in hub_card.data.eval_results} == {"test"}
     loaded = load_model(model_name, checkpoint=out)
     assert loaded.is_trained and int(loaded.training_steps) == metrics["training_steps"]
     assert loaded.train_pairs == [list(pair) for pair in dataset.train_pairs]
@@ -331,6 +337,62 @@ def test_push_fails_cleanly_offline_or_unreachable_and_changes_nothing(trained, 
     assert cli_main(command) == 2
     assert "no Hugging Face token" in capsys.readouterr().err
     assert folder_digest(out) == before
+
+
+def test_push_publishes_a_card_with_complete_hub_metadata(trained, monkeypatch):
+    """push uploads the checkpoint files and a README whose metadata lacks nothing, even when the folder's own card
+    (written by an older version) had no metadata; the folder itself is not changed."""
+    import shutil
+
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    _, out, _ = trained("msci")
+    folder = out.parent / "msci-old-card"
+    shutil.copytree(out, folder)
+    (folder / "README.md").write_text("# an msci checkpoint\n\nWritten before cards carried Hub metadata.\n")
+    before = folder_digest(folder)
+    commits = []
+
+    class RecordingApi:
+        def __init__(self, token=None):
+            self.token = token
+
+        def create_repo(self, repo_id, **kwargs):
+            return f"https://huggingface.co/{repo_id}"
+
+        def create_commit(self, repo_id, operations, **kwargs):
+            commits.append({op.path_in_repo: op.path_or_fileobj for op in operations})
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
+    for source in (out, folder):
+        assert cli_main(["push", str(source), "someone/msci-shapes", "--token", "hf_x"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    for commit in commits:
+        assert set(commit) == {"config.json", "model.safetensors", "metrics.json", "README.md"}
+        card = checked_card(commit["README.md"].decode(), "msci", base_model=None)
+        assert {r.metric_type: r.metric_value for r in card.data.eval_results}["best_hm"] == round(
+            100 * metrics["best_hm"], 2)
+    assert "Written before cards carried Hub metadata." in commits[1]["README.md"].decode()
+    assert commits[0]["README.md"].decode() == (out / "README.md").read_text()  # a complete card goes up as it is
+    assert folder_digest(folder) == before
+
+
+def test_a_card_names_the_backbones_hub_repo_as_base_model_and_hub_datasets_only():
+    from czsl_models.models.card import checkpoint_card_data
+
+    document = {"phase": "test", "dataset": "cgqa", "dataset_hub_id": "nihalnayak/cgqa", "open_world": False,
+                "best_seen": 0.4, "best_unseen": 0.3, "best_hm": 0.25, "AUC": 0.1}
+    data = checkpoint_card_data("svip", "ViT-L-14-quickgelu:openai", document)
+    card = checked_card("---\n" + data.to_yaml() + "\n---\n# card\n", "svip",
+                        base_model="timm/vit_large_patch14_clip_224.openai")
+    assert card.data.datasets == ["nihalnayak/cgqa"]
+    assert {r.dataset_type for r in card.data.eval_results} == {"nihalnayak/cgqa"}
+    without_hub_copy = checkpoint_card_data("msci", "ViT-B-32:openai", {**document, "dataset": "mit-states",
+                                                                         "dataset_hub_id": None})
+    assert without_hub_copy.datasets is None and without_hub_copy.base_model == "timm/vit_base_patch32_clip_224.openai"
 
 
 def test_epoch_order_and_shards():

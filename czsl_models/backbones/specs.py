@@ -98,3 +98,19 @@ def parse_backbone_spec(spec: str | None) -> BackboneSpec:
         f"(e.g. {DEFAULT_BACKBONE}), 'hf-hub:org/repo', a local folder with open_clip_config.json, "
         f"'random:ARCHITECTURE' or 'tiny'."
     )
+
+
+def backbone_hub_repo(backbone: str) -> str | None:
+    """The Hub repo holding a backbone's weights (the card's base_model), when there is one."""
+    if backbone.startswith("hf-hub:"):
+        return backbone[len("hf-hub:"):].rstrip("/")
+    architecture, _, tag = backbone.partition(":")
+    if not tag or architecture in ("random", "tiny"):
+        return None
+    try:
+        import open_clip
+
+        repo = (open_clip.get_pretrained_cfg(architecture, tag) or {}).get("hf_hub")
+    except Exception:  # an unknown architecture or tag: the card simply names no base model
+        return None
+    return repo.rstrip("/") if repo else None

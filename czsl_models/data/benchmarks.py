@@ -106,6 +106,14 @@ def benchmark(name: str) -> Benchmark:
     return BENCHMARKS[key]
 
 
+def hub_dataset_id(name: str) -> str | None:
+    """The Hugging Face dataset repo a benchmark is fetched from (what Hub metadata names), or None where the
+    benchmark has no copy on the Hub that this project uses."""
+    bench = BENCHMARKS.get(name)
+    repos = [source.hub_repo for source in bench.archives if source.hub_repo] if bench else []
+    return repos[0] if repos else None
+
+
 def compare_with_published(summary: dict[str, int], published: dict[str, int]) -> list[tuple[str, int, int]]:
     """(count name, loaded, published) for every published count the loaded dataset differs on."""
     return [(key, int(summary.get(key, -1)), value) for key, value in published.items()

@@ -137,7 +137,7 @@ def reproduce(options: ReproduceOptions, log: Callable[[str], None] = lambda tex
               stop: threading.Event | None = None) -> Path:
     """Run every step that is not done yet; returns the checkpoint folder. A set `stop` ends training after
     the current step with its state saved (the next run resumes there)."""
-    from ..data.benchmarks import benchmark
+    from ..data.benchmarks import benchmark, hub_dataset_id
     from ..models.checkpoints import read_checkpoint_config, weights_dir
     from ..training.config import resolve_recipe
     from .reproduction_card import render_reproduction_card
@@ -171,7 +171,7 @@ def reproduce(options: ReproduceOptions, log: Callable[[str], None] = lambda tex
         "recipe_epochs": default_recipe.epochs, "epochs_overridden": recipe.epochs != default_recipe.epochs,
         "train_seconds": run.get("train_seconds", 0.0), "hardware": run.get("hardware"),
         "archives": download_record.get("archives", []), "evaluated_steps": evaluated_steps,
-        "dataset_hub_id": "nihalnayak/cgqa" if bench.name == "cgqa" else None, "repo_id": options.push,
+        "dataset_hub_id": hub_dataset_id(bench.name), "repo_id": options.push,
     }
     _write_json(metrics_path, document)
     readme = out / "README.md"

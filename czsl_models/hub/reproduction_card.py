@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..data.benchmarks import BENCHMARKS
+from ..backbones.specs import backbone_hub_repo
+from ..data.benchmarks import BENCHMARKS, hub_dataset_id
+from ..models.card import HEADLINE_METRICS, LIBRARY_NAME, PIPELINE_TAG, card_tags
 
-PIPELINE_TAG = "zero-shot-image-classification"
 PAPER_BACKBONE = "ViT-L-14-quickgelu:openai"
-# (key in metrics, short name, long name) of the metrics every CZSL paper reports, in percent.
-HEADLINE = (("best_seen", "S", "best seen accuracy"), ("best_unseen", "U", "best unseen accuracy"),
-            ("best_hm", "HM", "best harmonic mean"), ("AUC", "AUC", "area under the seen-unseen curve"))
+HEADLINE = HEADLINE_METRICS  # (key in metrics, short name, long name), in percent
 
 # Published test results (percent) as docs/models.md gives them; only MSCI publishes CZSL numbers.
 PUBLISHED: dict[tuple[str, str], dict[str, dict[str, float]]] = {
@@ -43,22 +42,6 @@ COMMON_DEPARTURES = [
 ]
 
 
-def backbone_hub_repo(backbone: str) -> str | None:
-    """The Hub repo holding a backbone's weights (the card's base_model), when there is one."""
-    if backbone.startswith("hf-hub:"):
-        return backbone[len("hf-hub:"):].rstrip("/")
-    architecture, _, tag = backbone.partition(":")
-    if not tag or architecture in ("random", "tiny"):
-        return None
-    try:
-        import open_clip
-
-        repo = (open_clip.get_pretrained_cfg(architecture, tag) or {}).get("hf_hub")
-    except Exception:  # an unknown architecture or tag: the card simply names no base model
-        return None
-    return repo.rstrip("/") if repo else None
-
-
 def _percent(value: Any) -> str:
     return "–" if value is None else f"{100 * float(value):.1f}"
 
@@ -67,6 +50,8 @@ def _eval_results(document: dict[str, Any], dataset: str) -> list:
     from huggingface_hub import EvalResult
 
     bench = BENCHMARKS[dataset]
+    # model-index asks for a Hub dataset id; a benchmark with none on the Hub keeps its own short name.
+    dataset_type = hub_dataset_id(dataset) or bench.name
     results = []
     for world, label in (("closed_world", "closed world"), ("open_world", "open world")):
         metrics = document.get(world) or {}
@@ -74,7 +59,7 @@ def _eval_results(document: dict[str, Any], dataset: str) -> list:
             if key in metrics:
                 results.append(EvalResult(
                     task_type=PIPELINE_TAG, task_name=f"Compositional zero-shot recognition ({label})",
-                    dataset_type=bench.name, dataset_name=bench.title, dataset_config=world.replace("_", "-"),
+                    dataset_type=dataset_type, dataset_name=bench.title, dataset_config=world.replace("_", "-"),
                     dataset_split="test", metric_type=key.lower(), metric_name=f"{short} ({long}, {label})",
                     metric_value=round(100 * float(metrics[key]), 2)))
     return results
@@ -107,10 +92,10 @@ def render_reproduction_card(document: dict[str, Any]) -> str:
     model, dataset, backbone = run["model"], run["dataset"], run["backbone"]
     bench = BENCHMARKS[dataset]
     base_model = backbone_hub_repo(backbone)
+    hub_id = run.get("dataset_hub_id") or hub_dataset_id(dataset)
     data = ModelCardData(
-        library_name="czsl-models", license="mit", pipeline_tag=PIPELINE_TAG, base_model=base_model,
-        datasets=[run.get("dataset_hub_id") or bench.name],
-        tags=["compositional-zero-shot-learning", "open_clip", model, bench.name],
+        library_name=LIBRARY_NAME, license="mit", pipeline_tag=PIPELINE_TAG, base_model=base_model,
+        datasets=[hub_id] if hub_id else None, tags=card_tags(model, bench.name),
         model_name=f"{model}-{bench.name}", eval_results=_eval_results(document, dataset))
     recipe = run.get("recipe", {})
     repo = run.get("repo_id") or "OWNER/NAME"

@@ -5,8 +5,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..backbones.specs import backbone_hub_repo
+
 if TYPE_CHECKING:
+    from huggingface_hub import ModelCardData
+
     from ..models.base import CompositionModel
+
+LIBRARY_NAME = "czsl-models"
+# The Hub task closest to ranking free-text compositions for a photo: a label set given at inference.
+PIPELINE_TAG = "zero-shot-image-classification"
+HEADLINE_METRICS = (("best_seen", "S", "best seen accuracy"), ("best_unseen", "U", "best unseen accuracy"),
+                    ("best_hm", "HM", "best harmonic mean"), ("AUC", "AUC", "area under the seen-unseen curve"))
 
 PAPERS = {
     "msci": ("MSCI: multi-stage cross-modal interaction (IJCAI 2025, arXiv 2505.10289). Its per-row local/global "
@@ -25,16 +35,52 @@ def _word_list(words: list[str], limit: int = 60) -> str:
     return shown + (f", ... ({len(words)} in all)" if len(words) > limit else "") if words else "(none)"
 
 
+def card_tags(model_type: str, dataset: str | None = None) -> list[str]:
+    """The Hub tags of a checkpoint: the task, the backbone library, the model and its training dataset."""
+    tags = ["compositional-zero-shot-learning", "open_clip", model_type]
+    if dataset and dataset not in tags:
+        tags.append(dataset)
+    return tags
+
+
+def _dataset_slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name.lower()).strip("-") or "dataset"
+
+
+def checkpoint_card_data(model_type: str, backbone: str, metrics: dict[str, Any] | None = None,
+                         model_name: str | None = None) -> "ModelCardData":
+    """The Hub metadata of a checkpoint: library, task, base model (the backbone's Hub repo), tags, and, when
+    it was measured, the training dataset and the test metrics (model-index). `metrics` is the metrics.json
+    document training writes; `datasets` lists a Hub dataset id only where the dataset has one."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    metrics = metrics or {}
+    dataset = metrics.get("dataset")
+    hub_dataset = metrics.get("dataset_hub_id")
+    results = []
+    if dataset and metrics.get("phase"):
+        world = "open world" if metrics.get("open_world") else "closed world"
+        for key, short, long in HEADLINE_METRICS:
+            if key in metrics:
+                results.append(EvalResult(
+                    task_type=PIPELINE_TAG, task_name=f"Compositional zero-shot recognition ({world})",
+                    dataset_type=hub_dataset or _dataset_slug(dataset), dataset_name=dataset,
+                    dataset_split=metrics["phase"], metric_type=key.lower(), metric_name=f"{short} ({long})",
+                    metric_value=round(100 * float(metrics[key]), 2)))
+    return ModelCardData(
+        library_name=LIBRARY_NAME, license="mit", pipeline_tag=PIPELINE_TAG, base_model=backbone_hub_repo(backbone),
+        datasets=[hub_dataset] if hub_dataset else None,
+        tags=card_tags(model_type, _dataset_slug(dataset) if dataset else None),
+        model_name=(model_name or f"{model_type}-{_dataset_slug(dataset)}") if results else None,
+        eval_results=results or None)
+
+
 def render_model_card(model: "CompositionModel", metrics: dict[str, Any] | None = None) -> str:
-    """Markdown model card with Hub front matter."""
+    """Markdown model card with Hub front matter (checkpoint_card_data)."""
+    data = checkpoint_card_data(model.name, model.backbone_spec, metrics)
     lines = [
         "---",
-        "library_name: czsl-models",
-        "license: mit",
-        "tags:",
-        "- compositional-zero-shot-learning",
-        "- open_clip",
-        f"- {model.name}",
+        data.to_yaml(),
         "---",
         "",
         f"# {model.display_name or model.name} checkpoint",

@@ -25,6 +25,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from ..data.benchmarks import hub_dataset_id
 from .batching import epoch_batches, mix_seed, shard_batch
 from .config import (
     HEADLINE_METRICS,
@@ -411,6 +412,7 @@ class _Run:
         state = self.state
         document: dict[str, Any] = {"phase": phase if metrics is not None else None,
                                     "open_world": self.config.open_world, "dataset": self.dataset.name,
+                                    "dataset_hub_id": hub_dataset_id(self.dataset.name),
                                     "model": self.config.model, "preset": self.config.preset,
                                     "epoch": state.best_epoch, "training_steps": int(self.model.training_steps.item())}
         if metrics is not None:
