@@ -98,15 +98,19 @@ def _make_host_checkpoint(weights: Path) -> Path:
     return folder
 
 
-def start_space(tmp: Path, recorder: Recorder, **extra_env: str) -> tuple[subprocess.Popen, str]:
-    """The real app in its own process, configured as a Space; returns (process, url) once it serves."""
+def start_space(tmp: Path, recorder: Recorder, backbone: str = "tiny", unset: tuple[str, ...] = (),
+                **extra_env: str) -> tuple[subprocess.Popen, str]:
+    """The real app in its own process, configured as a Space; returns (process, url) once it serves. `unset`
+    names settings left to the app (e.g. the folders, for persistent storage to choose)."""
     port = free_port()
     env = {key: value for key, value in os.environ.items() if key not in ("HF_HUB_OFFLINE", "SYSTEM")}
     env.update(SPACE_ID="owner/czsl-demo", HF_TOKEN=OWNER_TOKEN, HF_ENDPOINT=recorder.url, HF_HOME=str(tmp / "hf"),
                CZSL_WEIGHTS_DIR=str(tmp / "weights"), CZSL_DATA_DIR=str(tmp / "datasets"),
-               CZSL_CACHE_DIR=str(tmp / "cache"), CZSL_DEVICE="cpu", HF_HUB_DISABLE_TELEMETRY="1", **extra_env)
+               CZSL_CACHE_DIR=str(tmp / "cache"), CZSL_DEVICE="cpu", HF_HUB_DISABLE_TELEMETRY="1")
+    env.update(extra_env)
+    env = {key: value for key, value in env.items() if key not in unset}
     log = open(tmp / f"app-{port}.log", "w")
-    process = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--backbone", "tiny", "--host", "127.0.0.1",
+    process = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--backbone", backbone, "--host", "127.0.0.1",
                                 "--port", str(port)], env=env, cwd=tmp, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 240
@@ -336,15 +340,14 @@ def test_switches_default_to_safe_values_on_a_space(monkeypatch):
     assert hosting.training_disabled_reason() is None
 
 
-def test_persistent_storage_holds_checkpoints_caches_and_the_hub_cache(monkeypatch, tmp_path):
+def test_persistent_storage_holds_checkpoints_and_caches_but_leaves_the_hub_cache(monkeypatch, tmp_path):
     from huggingface_hub import constants
 
     from czsl_models.hosting import space as hosting
 
     for name in ("CZSL_WEIGHTS_DIR", "CZSL_CACHE_DIR", "CZSL_DATA_DIR", "HF_HOME", "HF_HUB_CACHE"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(constants, "HF_HOME", constants.HF_HOME)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", constants.HF_HUB_CACHE)
+    hub_cache = constants.HF_HUB_CACHE
     monkeypatch.setenv("SPACE_ID", "owner/space")
     monkeypatch.setenv("CZSL_PERSISTENT_DIR", str(tmp_path / "missing"))
     assert hosting.configure_storage() is None and "no persistent storage" in hosting.storage_note()
@@ -352,7 +355,42 @@ def test_persistent_storage_holds_checkpoints_caches_and_the_hub_cache(monkeypat
     assert hosting.configure_storage() == tmp_path and hosting.storage_note() is None
     assert os.environ["CZSL_WEIGHTS_DIR"] == str(tmp_path / "weights")
     assert os.environ["CZSL_CACHE_DIR"] == str(tmp_path / "feature-cache")
-    assert constants.HF_HUB_CACHE == str(tmp_path / "huggingface" / "hub")
+    assert os.environ["CZSL_DATA_DIR"] == str(tmp_path / "datasets")
+    # The Hub cache (what preload_from_hub filled at build time) is neither moved nor patched at run time.
+    assert "HF_HOME" not in os.environ and "HF_HUB_CACHE" not in os.environ
+    assert constants.HF_HUB_CACHE == hub_cache
+
+
+PRELOADED_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def test_with_a_data_volume_the_preloaded_backbone_is_used_and_nothing_downloads(tmp_path, recorder):
+    """A Space with persistent storage and a backbone preloaded into the image's Hub cache starts on that
+    backbone without fetching a file (the Hub is the recorder), and puts nothing of the Hub cache on /data."""
+    from czsl_models.backbones import get_backbone, save_backbone_local
+
+    # What preload_from_hub leaves in the image: the default Hub cache (HF_HOME unset, as on a Space) holding the repo.
+    image_cache = tmp_path / "image-cache"
+    repo = image_cache / "huggingface" / "hub" / "models--owner--tiny-clip"
+    save_backbone_local(get_backbone("tiny", "cpu"), repo / "snapshots" / PRELOADED_COMMIT)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(PRELOADED_COMMIT)
+    volume = tmp_path / "data"
+    volume.mkdir()
+    before = len(recorder.requests)
+    process, url = start_space(tmp_path, recorder, backbone="hf-hub:owner/tiny-clip", XDG_CACHE_HOME=str(image_cache),
+                               CZSL_PERSISTENT_DIR=str(volume),
+                               unset=("HF_HOME", "HF_HUB_CACHE", "CZSL_WEIGHTS_DIR", "CZSL_DATA_DIR", "CZSL_CACHE_DIR"))
+    try:
+        page = Client(url, verbose=False).config
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    texts = " ".join(str(c.get("props", {}).get("value", "")) for c in page["components"])
+    assert "Backbone: `hf-hub:owner/tiny-clip`" in texts and "backbone-banner" not in str(page)
+    files = [path for method, path, _ in recorder.requests[before:] if "/resolve/" in path and method == "GET"]
+    assert files == [], recorder.requests[before:]
+    assert not [p for p in volume.rglob("*") if "huggingface" in p.name or p.name.startswith("models--")]
 
 
 def test_on_zero_gpu_the_train_tab_says_why_it_is_off(monkeypatch, tiny_backbone):

@@ -1,8 +1,7 @@
 """What changes when the app is hosted for strangers (a public Hugging Face Space): whose login publishes
 and reads private Hub repos, what visitors may start, and where work is kept between restarts.
 
-Nothing here imports huggingface_hub at module level: `configure_storage` must run before it is imported,
-because huggingface_hub reads HF_HOME once, at import."""
+Nothing here imports huggingface_hub at module level (it is imported only where a function needs it)."""
 
 from __future__ import annotations
 
@@ -219,20 +218,16 @@ def storage_note() -> str | None:
 
 
 def configure_storage() -> Path | None:
-    """Point checkpoints, the feature cache, uploads and the Hugging Face cache at persistent storage when there
-    is any (settings already made win); returns that folder."""
+    """Point checkpoints, the feature cache and unpacked uploads at persistent storage when there is any
+    (settings already made win); returns that folder.
+
+    The Hugging Face cache stays where it is: on a Space it holds what `preload_from_hub` copied into the image
+    at build time (the 1.7 GB backbone), and moving it to the volume would download all of that again on every
+    fresh volume. Only what visitors and the host make must survive a restart, so only that goes to /data."""
     root = persistent_root()
     if root is None:
         return None
-    hf_home_set = bool(os.environ.get("HF_HOME") or os.environ.get("HF_HUB_CACHE"))
     for name, sub in (("CZSL_WEIGHTS_DIR", "weights"), ("CZSL_CACHE_DIR", "feature-cache"),
-                      ("CZSL_DATA_DIR", "datasets"), ("HF_HOME", "huggingface")):
+                      ("CZSL_DATA_DIR", "datasets")):
         os.environ.setdefault(name, str(root / sub))
-    if not hf_home_set:
-        # huggingface_hub read HF_HOME when this package imported it; downloads take the cache folder from its
-        # constants at call time, so pointing those at the persistent folder is enough.
-        from huggingface_hub import constants
-
-        constants.HF_HOME = os.environ["HF_HOME"]
-        constants.HF_HUB_CACHE = os.path.join(constants.HF_HOME, "hub")
     return root
