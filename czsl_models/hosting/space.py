@@ -18,9 +18,16 @@ OAUTH_ENV = ("OAUTH_CLIENT_ID", "OAUTH_CLIENT_SECRET", "OAUTH_SCOPES", "OPENID_P
 LOCAL_MOCK_TOKEN = "mock-oauth-token-for-local-dev"  # what Gradio's local sign-in puts in the session
 PERSISTENT_DIR_ENV = "CZSL_PERSISTENT_DIR"
 SPACES_PERSISTENT_DIR = "/data"  # where a Space's persistent storage is mounted
-# ZeroGPU lends the GPU per call for this many seconds (visitors' quotas are charged by it): one photo, one photo
-# through every model, and a whole test split (MIT-States' 13k photos take about two minutes on one GPU).
-GPU_SECONDS = {"predict": 30, "compare": 45, "evaluate": 300}
+# ZeroGPU lends the GPU per call for this many seconds (a visitor's remaining quota must cover it): one photo and
+# one photo through every model. Evaluate asks for what its work needs (evaluate_gpu_seconds).
+GPU_SECONDS = {"predict": 30, "compare": 45}
+GPU_SECONDS_MAX = 300  # the most ZeroGPU lends per call, to signed-in visitors
+# Evaluate's estimate: loading the model and the text features, then per photo one backbone pass with decoding,
+# and per photo x candidate pair the head's score. From the closed-world MIT-States test split (13k photos x 1962
+# pairs, about two minutes on one GPU) with a margin of about 1.5; open-world splits grow with the pairs.
+EVALUATE_SETUP_SECONDS = 15
+EVALUATE_SECONDS_PER_PHOTO = 0.008
+EVALUATE_SECONDS_PER_SCORE = 2e-6
 
 HOST = ""  # the visitor of direct calls, the CLI and a local app: the person at the machine
 _hub_token: contextvars.ContextVar[str | None] = contextvars.ContextVar("czsl_visitor_hub_token", default=None)
@@ -44,6 +51,15 @@ def on_space() -> bool:
 def zero_gpu() -> bool:
     """True on a ZeroGPU Space, where the GPU is lent per call for a bounded time."""
     return os.environ.get("SPACES_ZERO_GPU", "").strip().lower() in _TRUE
+
+
+def evaluate_gpu_seconds(passes: list[tuple[int, int]]) -> int:
+    """The GPU seconds an evaluation needs, from its (photos, candidate pairs) passes (the validation pass that
+    picks a feasibility threshold is a second one); at least 30 s. It may exceed GPU_SECONDS_MAX: callers refuse
+    such work before asking for the GPU."""
+    seconds = EVALUATE_SETUP_SECONDS + sum(photos * (EVALUATE_SECONDS_PER_PHOTO + pairs * EVALUATE_SECONDS_PER_SCORE)
+                                           for photos, pairs in passes)
+    return max(30, int(seconds + 0.999))
 
 
 def env_switch(name: str, default: bool) -> bool:

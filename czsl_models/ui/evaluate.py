@@ -15,7 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-from ..hosting.space import GPU_SECONDS
+from ..hosting.space import GPU_SECONDS_MAX, evaluate_gpu_seconds, zero_gpu
 from .datasets import build_dataset_picker, dataset_spec
 from .inputs import InputError, friendly_errors, uploaded_path, user_error_types
 from .predict import model_summary
@@ -139,24 +139,62 @@ def metrics_from_scores_file(path: str) -> dict[str, Any]:
         raise InputError(f"The scores file cannot be evaluated: {error}") from None
 
 
-@gpu_function(duration=GPU_SECONDS["evaluate"])
+def evaluation_passes(spec: str, phase: str, open_world: bool, feasible_only: bool) -> list[tuple[int, int]]:
+    """The (photos, candidate pairs) of each pass an evaluation makes: the phase, and with feasible_only in the
+    open world first the validation photos that choose the threshold."""
+    from ..data import load_dataset
+
+    dataset = load_dataset(spec)
+    pairs = len(dataset.candidate_pairs(phase, open_world))
+    passes = [(len(dataset.splits.get(phase, [])), pairs)]
+    if feasible_only and open_world:
+        passes.insert(0, (len(dataset.splits.get("val", [])), pairs))
+    return passes
+
+
+def evaluation_gpu_seconds(state: AppState, model_name: str, checkpoint: str | None, spec: str, phase: str,
+                           open_world: bool, feasible_only: bool = False, progress: Any = None) -> int:
+    """ZeroGPU's duration for metrics_of_model, sized from its work (it takes the same arguments)."""
+    return min(GPU_SECONDS_MAX, evaluate_gpu_seconds(evaluation_passes(spec, phase, open_world, feasible_only)))
+
+
+def check_fits_zero_gpu(spec: str, phase: str, open_world: bool, feasible_only: bool) -> None:
+    """On ZeroGPU, refuse an evaluation that needs more GPU time than one call may have, before asking for it."""
+    if not zero_gpu():
+        return
+    needed = evaluate_gpu_seconds(evaluation_passes(spec, phase, open_world, feasible_only))
+    if needed > GPU_SECONDS_MAX:
+        raise InputError(f"This evaluation needs about {needed} s of GPU time, more than this Space may borrow at "
+                         f"once ({GPU_SECONDS_MAX} s): choose the closed world or the validation photos, or run "
+                         f"`czsl-models evaluate` on your own machine.")
+
+
+@gpu_function(duration=evaluation_gpu_seconds)
 def metrics_of_model(state: AppState, model_name: str, checkpoint: str | None, spec: str, phase: str,
-                     open_world: bool, feasible_only: bool = False) -> tuple[dict[str, Any], str]:
+                     open_world: bool, feasible_only: bool = False, progress: Any = None) -> tuple[dict[str, Any], str]:
     """CZSL metrics of a model (untrained or a checkpoint) on a dataset phase, and the dataset's name
     (arguments and results pickle, as ZeroGPU wants). feasible_only (open world): mask unseen pairs
     below the feasibility threshold chosen on the validation photos; the metrics then hold it as
-    `feasibility_threshold`."""
+    `feasibility_threshold`. progress: a gr.Progress, told how many photos are done."""
     from ..data import load_dataset
     from ..evaluation import choose_feasibility_threshold, evaluate_model
 
     dataset = load_dataset(spec)
     state.remember_dataset(dataset_vocabulary(dataset))
     model = state.get_model(model_name, checkpoint)
+    name = state.display_name(model_name)
+
+    def reporter(what: str):
+        if progress is None:
+            return None
+        return lambda done, total: progress((done, total), desc=f"{name}: {what}", unit="photos")
+
     threshold = None
     try:
         if feasible_only and open_world:
-            threshold, _ = choose_feasibility_threshold(model, dataset)
-        metrics = evaluate_model(model, dataset, phase=phase, open_world=open_world, feasibility_threshold=threshold)
+            threshold, _ = choose_feasibility_threshold(model, dataset, progress=reporter("choosing the cut-off"))
+        metrics = evaluate_model(model, dataset, phase=phase, open_world=open_world, feasibility_threshold=threshold,
+                                 progress=reporter("scoring the photos"))
     except ValueError as error:
         raise InputError(f"Cannot evaluate on this dataset: {error}.") from None
     return {**metrics.to_dict(), "feasibility_threshold": threshold}, dataset.name
@@ -205,7 +243,7 @@ def build_evaluate_tab(state: AppState) -> tuple[Any, Any]:
 
     @friendly_errors
     def on_evaluate(source_value, model_name, checkpoint_value, dataset_source, upload, server_path, phase_value,
-                    open_world_value, scores_value, feasible_value=False):
+                    open_world_value, scores_value, feasible_value=False, progress=gr.Progress()):
         """Evaluate a model on a dataset, or a saved scores file; returns the summary, curve and table."""
         if source_value == SOURCE_SCORES:
             path = uploaded_path(scores_value)
@@ -216,8 +254,9 @@ def build_evaluate_tab(state: AppState) -> tuple[Any, Any]:
             title = Path(path).name
         else:
             spec = dataset_spec(dataset_source, upload, server_path)
+            check_fits_zero_gpu(spec, phase_value or "test", bool(open_world_value), bool(feasible_value))
             metrics, dataset_name = metrics_of_model(state, model_name, checkpoint_value, spec, phase_value or "test",
-                                                     bool(open_world_value), bool(feasible_value))
+                                                     bool(open_world_value), bool(feasible_value), progress)
             phase_name = "validation" if phase_value == "val" else "test"
             world = short_world = "open world" if open_world_value else "closed world"
             threshold = metrics["feasibility_threshold"]
@@ -231,7 +270,7 @@ def build_evaluate_tab(state: AppState) -> tuple[Any, Any]:
                 # The untrained CLIP baseline on the same photos: what training has to beat.
                 try:
                     baseline, _ = metrics_of_model(state, "clip", "", spec, phase_value or "test",
-                                                   bool(open_world_value), bool(feasible_value))
+                                                   bool(open_world_value), bool(feasible_value), progress)
                 except (InputError, ValueError):  # e.g. no feasibility without seen pairs: draw the model alone
                     baseline = None
             summary_value = metrics_summary(metrics, where)

@@ -38,9 +38,10 @@ UNTRAINED = ""  # checkpoint value of a model's untrained start (the CLIP baseli
 Function = TypeVar("Function", bound=Callable[..., Any])
 
 
-def gpu_function(function: Function | None = None, *, duration: int = 60) -> Any:
-    """spaces.GPU(duration=seconds) where the `spaces` package is installed (a ZeroGPU Space), else nothing.
-    Usable bare (`@gpu_function`, 60 s) or sized to its task (`@gpu_function(duration=300)`)."""
+def gpu_function(function: Function | None = None, *, duration: int | Callable[..., int] = 60) -> Any:
+    """spaces.GPU(duration=...) where the `spaces` package is installed (a ZeroGPU Space), else nothing.
+    Usable bare (`@gpu_function`, 60 s), sized to its task (`@gpu_function(duration=45)`), or sized per call by a
+    callable that takes the function's own arguments and returns seconds (ZeroGPU's dynamic duration)."""
 
     def wrap(target: Function) -> Function:
         try:
