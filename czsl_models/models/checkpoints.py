@@ -116,19 +116,17 @@ def resolve_checkpoint(checkpoint: str | Path, revision: str | None = None, toke
 MAX_CONFIG_INT = 65_536  # any size in a config.json; real ones are at most a few thousand
 SHAPE_CHECKED_INT = 4_096  # sizes above this must be a dimension of some tensor in the weights file
 MAX_CONFIG_LIST = 100_000  # words and pairs a checkpoint may name (C-GQA has under 10,000)
-MAX_HEADER_BYTES = 64 << 20
 
 
 def safetensors_shapes(weights_path: Path) -> dict[str, tuple[int, ...]]:
-    """Tensor name -> shape from a .safetensors header, read without loading any tensor."""
+    """Tensor name -> shape from a .safetensors header, read without loading any tensor (safetensors' own
+    reader, which also checks that the header is well formed and the file holds every tensor it lists)."""
+    from safetensors import SafetensorError, safe_open
+
     try:
-        with open(weights_path, "rb") as handle:
-            size = int.from_bytes(handle.read(8), "little")
-            if not 2 <= size <= MAX_HEADER_BYTES:
-                raise ValueError("implausible header size")
-            header = json.loads(handle.read(size))
-        return {name: tuple(int(d) for d in entry["shape"]) for name, entry in header.items() if name != "__metadata__"}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        with safe_open(str(weights_path), framework="pt") as weights:
+            return {name: tuple(int(d) for d in weights.get_slice(name).get_shape()) for name in weights.keys()}
+    except (OSError, ValueError, SafetensorError):
         raise CheckpointError(f"{weights_path} is corrupt or truncated; retrain or download it again.") from None
 
 
