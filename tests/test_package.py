@@ -193,3 +193,19 @@ def test_requirements_txt_is_the_core_and_every_extra():
     lines = [line.split("#")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
     listed = [line for line in lines if line and not line.startswith("-")]
     assert _requirement_names(listed) == _requirement_names(declared)
+
+
+def test_the_space_card_asks_least_privilege_and_names_what_it_runs():
+    from huggingface_hub import SpaceCard
+
+    from czsl_models.backbones import DEFAULT_BACKBONE
+    from czsl_models.backbones.specs import backbone_hub_repo
+
+    data = SpaceCard((ROOT / "README.md").read_text()).data
+    # Publishing needs a new repo in the visitor's account: contribute-repos creates one and writes only to repos
+    # the app created; write-repos cannot create and manage-repos could delete any of the visitor's repos.
+    assert data.hf_oauth is True and data.hf_oauth_scopes == ["read-repos", "contribute-repos"]
+    assert data.python_version == "3.11" and data.suggested_hardware == "t4-small"
+    backbone_repo = backbone_hub_repo(DEFAULT_BACKBONE)
+    assert data.models == [backbone_repo]
+    assert [line.split()[0] for line in data.preload_from_hub] == [backbone_repo]
