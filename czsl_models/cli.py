@@ -143,7 +143,8 @@ def _format_prediction(path: str, prediction, display_name: str) -> str:
     if prediction.model == "clip":
         status = "zero-shot baseline"
     else:
-        status = "trained" if prediction.trained else "untrained: scores equal the CLIP baseline"
+        status = ("trained" if prediction.trained else "untrained: scores equal the CLIP baseline"
+                  if prediction.untrained_equals_baseline else "untrained: its scores mean nothing yet")
     lines = [f"{path}  [{display_name or prediction.model}, backbone {prediction.backbone}, {status}]"]
     width = max(len(f"{r.state} {r.object}") for r in prediction.ranking)
     for rank, item in enumerate(prediction.ranking, start=1):

@@ -93,8 +93,10 @@ def test_recognise_gives_the_python_api_ranking(client, model):
     assert len(answer["explanation"]["score_parts"]) == 7
     assert any("random weights" in caveat for caveat in answer["caveats"])
     if model == "msci":
-        weights = answer["explanation"]["local_global_weights"][0]["composition"]
-        assert weights["local"] + weights["global"] == pytest.approx(1, abs=1e-3)
+        parts = answer["explanation"]["stage_logit_contributions"][0]["composition"]
+        # the exact split of the composition logit: prompt + local stage + global stage
+        assert set(parts) >= {"prompt", "local_stage", "global_stage"}
+        assert "weight" not in answer["explanation"]["text"]
     if model == "svip":
         assert 0 < answer["explanation"]["kept_super_patches"] <= answer["explanation"]["super_patches"] == 64
 

@@ -13,6 +13,8 @@ RANDOM_BACKBONE_CAVEAT = ("The backbone has random weights (a test or fallback s
                           "are random.")
 UNTRAINED_CAVEAT = ("This model has no trained weights yet: its ranking is exactly the CLIP baseline's and its "
                     "explanation comes from parts that have learned nothing.")
+UNTRAINED_NOT_BASELINE_CAVEAT = ("This model has no trained weights yet and starts where its released code starts, "
+                                 "not at the CLIP baseline: its ranking and its explanation mean nothing yet.")
 
 
 def backbone_is_random(backbone: str) -> bool:
@@ -26,7 +28,7 @@ def caveats(prediction: Prediction) -> list[str]:
     if backbone_is_random(prediction.backbone):
         found.append(RANDOM_BACKBONE_CAVEAT)
     if prediction.model != "clip" and not prediction.trained:
-        found.append(UNTRAINED_CAVEAT)
+        found.append(UNTRAINED_CAVEAT if prediction.untrained_equals_baseline else UNTRAINED_NOT_BASELINE_CAVEAT)
     return found
 
 
@@ -48,23 +50,29 @@ def score_parts_summary(prediction: Prediction) -> list[dict[str, Any]]:
 
 
 def _msci_summary(prediction: Prediction) -> tuple[dict[str, Any], str]:
+    """Each stage's logit contribution (the exact split of each row's logit) per top composition, state and object."""
     explanations = prediction.explanations
+    names = list(explanations.get("logit_parts") or ("prompt", "local stage", "global stage"))
+    keys = [name.replace(" ", "_") for name in names]
     rows = []
     for index, item in enumerate(prediction.ranking):
         row: dict[str, Any] = {"pair": _pair(item)}
         for kind in ("composition", "state", "object"):
-            gate = np.asarray(explanations.get(f"gate_{kind}", np.zeros((0, 2))), dtype=np.float64).reshape(-1, 2)
-            if index < len(gate):
-                row[kind] = {"local": _rounded(gate[index, 0]), "global": _rounded(gate[index, 1])}
+            parts = np.asarray(explanations.get(f"logit_parts_{kind}", np.zeros((0, 3))), dtype=np.float64).reshape(-1, 3)
+            if index < len(parts):
+                row[kind] = {key: _rounded(value) for key, value in zip(keys, parts[index])}
+                gate = explanations.get(f"gate_{kind}")  # the gated extension only
+                if gate is not None and index < len(gate):
+                    row[kind]["gate_local_weight"] = _rounded(np.asarray(gate, dtype=np.float64)[index, 0])
         rows.append(row)
-    summary: dict[str, Any] = {"local_global_weights": rows}
+    summary: dict[str, Any] = {"stage_logit_contributions": rows,
+                               "columns": "each row's logit = prompt + local_stage + global_stage (exact split)"}
     top = rows[0] if rows else {}
     if "composition" in top:
-        weights = top["composition"]
-        leaning = "local details (early layers)" if weights["local"] >= weights["global"] else \
-            "the whole scene (late layers)"
-        text = (f"For '{top['pair']}' MSCI leaned on {leaning}: local weight {weights['local']:.2f}, "
-                f"global {weights['global']:.2f}.")
+        parts = top["composition"]
+        text = (f"For '{top['pair']}' the composition's logit {sum(parts[key] for key in keys):.2f} is the prompt's own "
+                f"match {parts[keys[0]]:+.2f}, plus {parts[keys[1]]:+.2f} from the local stage and "
+                f"{parts[keys[2]]:+.2f} from the global stage.")
     else:
         text = "MSCI refined each composition's text with the photo's local and global tokens."
     return summary, text

@@ -79,6 +79,7 @@ class Prediction:
     objects: list[tuple[str, float]]
     explanations: dict[str, Any]
     scores: np.ndarray  # [P] score of every candidate pair, in vocabulary order
+    untrained_equals_baseline: bool = True  # False: an untrained model of this kind does not score as `clip`
 
     def to_dict(self) -> dict:
         """JSON-ready dict (the CLI's --json output)."""
@@ -194,6 +195,12 @@ class CompositionModel(nn.Module, PyTorchModelHubMixin, library_name="czsl-model
 
     # ---------------------------------------------------------------- shared
     @property
+    def untrained_equals_baseline(self) -> bool:
+        """True when the untrained model scores exactly as the `clip` baseline (zero-initialised residuals);
+        variants that start where their released code starts (MSCI 'released') return False."""
+        return True
+
+    @property
     def is_trained(self) -> bool:
         """True once the heads have been optimised (the zero-initialised start is the CLIP baseline)."""
         return bool(self.training_steps.item() > 0)
@@ -307,6 +314,7 @@ class CompositionModel(nn.Module, PyTorchModelHubMixin, library_name="czsl-model
                 model=self.name, backbone=self.backbone.name, trained=self.is_trained, ranking=ranking,
                 states=_ranked(vocab.states, state_prob[b]), objects=_ranked(vocab.objects, object_prob[b]),
                 explanations=explanations, scores=scores[b].float().cpu().numpy(),
+                untrained_equals_baseline=self.untrained_equals_baseline,
             ))
         return predictions
 

@@ -89,6 +89,21 @@ class CrossAttentionLayer(nn.Module):
         return x, weights
 
 
+class Disentangler(nn.Module):
+    """MSCI's released disentangler: D(v) = Dropout(ReLU(BatchNorm1d(Linear(v)))), not residual (dropout 0.5)."""
+
+    def __init__(self, dim: int, dropout: float = 0.5) -> None:
+        super().__init__()
+        self.linear = nn.Linear(dim, dim)
+        self.norm = nn.BatchNorm1d(dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.training and features.shape[0] == 1:
+            raise ValueError("BatchNorm cannot train on a batch of one image; train with at least two per process.")
+        return self.dropout(F.relu(self.norm(self.linear(features))))
+
+
 class ResidualDisentangler(nn.Module):
     """v + D(v), D = Linear -> BatchNorm -> ReLU -> Dropout -> zero-initialised Linear (identity at start)."""
 

@@ -1,8 +1,23 @@
 """MSCI (IJCAI 2025): each text row attends first to low-level (local), then to high-level (global)
-visual tokens, and a per-row gate weighs what the two stages add to it.
+visual tokens, and what the two stages produce moves the row toward the image.
 
-Built from docs/models.md ("MSCI"). Where the paper and its released code (ltpwy/MSCI) differ, this
-follows docs/models.md:
+Built from docs/models.md ("MSCI"); docs/parity.md compares it element by element with the released
+code (ltpwy/MSCI). Two variants, chosen by the config value `variant`:
+
+* ``"released"`` (what `reproduce` and every training recipe train): the released architecture.
+  Static per-channel λ1, λ2 (`lamda`, `lamda_2`, initialised to `init_scale` = the configs'
+  `init_lamda` = 0.1) scale the *whole* stage outputs, `t' = normalize(t + λ1⊙q1 + λ2⊙q2)`; the
+  state and object image features are the released `Disentangler` D(v) = Dropout0.5(ReLU(BN(Linear v))).
+  Untrained, it is not the `clip` baseline (λ = 0.1 already adds both stages): `untrained_equals_baseline`
+  is False and the app says the model is untrained.
+* ``"gated"`` (an extension, the default of an untrained model built without a recipe, and of
+  checkpoints saved before variants existed), described below.
+
+The logit of either splits exactly into the prompt's own match and each stage's contribution
+(`logit_parts`): with u = u1 + u2 what the two stages add (released: u1 = λ1⊙q1, u2 = λ2⊙q2),
+`100·cos(v, t') = 100·v̂·t/‖t+u‖ + 100·v̂·u1/‖t+u‖ + 100·v̂·u2/‖t+u‖`.
+
+The gated extension, point by point:
 
 * Fusion is a **reconstruction**. The paper's abstract says the model "dynamically adjusts" the
   weights of global and local information; its equations are not public, and the released code
@@ -49,13 +64,15 @@ from ..backbones import DEFAULT_BACKBONE, VisualOutput, tensor_fingerprint
 from .registry import register_model
 from ..inputs.vocab import Vocabulary
 from .base import LOGIT_SCALE, BranchLogits, CompositionModel, VisualRequest, cosine_logits
-from .layers import CrossAttentionLayer, ResidualDisentangler, fit_heads, vision_adapters
+from .layers import CrossAttentionLayer, Disentangler, ResidualDisentangler, fit_heads, vision_adapters
 from .prompts import BRANCHES
 
 KeysValues = tuple[torch.Tensor, torch.Tensor]
 NORM_EPS = 1e-12  # F.normalize's
 # The exact split of each explained row's logit (MSCI.explain, logit_parts).
 LOGIT_PARTS = ("prompt", "local stage", "global stage")
+VARIANTS = ("released", "gated")  # the released architecture; the project's gated extension
+RELEASED_INIT_SCALE = 0.1  # the released configs' init_lamda
 GATE_NOTE = ("The local/global gate is a reconstruction: the paper gives no equations for it and the released code "
              "never uses its gate. Its weights are shown for reference; the logit parts are what moved the score.")
 
@@ -147,9 +164,9 @@ class RefinedRows:
     """Text rows after both stages and the gated fusion: t' = normalize(text + update)."""
 
     text: torch.Tensor  # [T, D] the unit text rows t, shared by the batch
-    local_update: torch.Tensor  # [B, T, D] w_local·λ1⊙Δ1, what stage 1 adds
-    global_update: torch.Tensor  # [B, T, D] w_global·λ2⊙Δ2, what stage 2 adds
-    gate: torch.Tensor  # [B, T, 2] (w_local, w_global)
+    local_update: torch.Tensor  # [B, T, D] what stage 1 adds: released λ1⊙q1, gated w_local·λ1⊙Δ1
+    global_update: torch.Tensor  # [B, T, D] what stage 2 adds: released λ2⊙q2, gated w_global·λ2⊙Δ2
+    gate: torch.Tensor | None  # [B, T, 2] (w_local, w_global) of the gated variant; None for the released one
     local_attention: torch.Tensor | None = None  # [B, T, N] head mean, stage 1
     global_attention: torch.Tensor | None = None  # [B, T, N] head mean, stage 2
 
@@ -187,7 +204,9 @@ class MSCI(CompositionModel):
     `stage1_attention`, `stage2_attention` [grid_h, grid_w] — the head-mean attention of the top pair's composition row over the patches in each stage (the share the CLS
     token gets is left out, so a map sums to at most 1).
 
-    Config (config.json): `preset` ('mit-states', 'ut-zappos', 'cgqa': L = 4/3/4, loss weights, and
+    Config (config.json): `variant` ('released': the released architecture that the training recipes and
+    `reproduce` train; 'gated': the project's extension, the default, so untrained it scores as `clip`),
+    `init_scale` (the released λ start, 0.1), `preset` ('mit-states', 'ut-zappos', 'cgqa': L = 4/3/4, loss weights, and
     `training_recipe()`), `aggregated_layers` (overrides L), `heads`, `dropout`, `mlp_ratio` (4 as
     published; `dropout` also acts on each stage's attention and MLP outputs, as released),
     `disentangler_dropout`, `gate_hidden`, `use_adapters`, `adapter_bottleneck`, `chunk_size`
@@ -215,7 +234,10 @@ class MSCI(CompositionModel):
                  preset: str = "mit-states", aggregated_layers: int | None = None, heads: int = 12,
                  dropout: float = 0.1, mlp_ratio: int = 4, disentangler_dropout: float = 0.5, gate_hidden: int = 64,
                  use_adapters: bool = False, adapter_bottleneck: int = 64, chunk_size: int = 1024,
-                 word_dropout: float | None = None, open_world_score_weights: list[float] | None = None) -> None:
+                 word_dropout: float | None = None, open_world_score_weights: list[float] | None = None,
+                 variant: str = "gated", init_scale: float = RELEASED_INIT_SCALE) -> None:
+        if variant not in VARIANTS:
+            raise ValueError(f"Unknown MSCI variant {variant!r}; choose one of {', '.join(VARIANTS)}.")
         preset_name, preset_values = resolve_preset(preset)
         super().__init__(backbone, train_states, train_objects, train_pairs, score_weights,
                          list(loss_weights) if loss_weights is not None else list(preset_values.loss_weights))
@@ -246,12 +268,21 @@ class MSCI(CompositionModel):
         # As released: the stages also drop their attention and MLP outputs (stage_1/2_dropout, 0.1).
         self.local_stage = CrossAttentionLayer(dim, self.heads, dropout, mlp_ratio, output_dropout=dropout)
         self.global_stage = CrossAttentionLayer(dim, self.heads, dropout, mlp_ratio, output_dropout=dropout)
-        self.gate = LocalGlobalGate(dim, gate_hidden)
-        self.local_scale = nn.Parameter(torch.zeros(dim))  # λ1
-        self.global_scale = nn.Parameter(torch.zeros(dim))  # λ2
-        self.state_disentangler = ResidualDisentangler(dim, dropout=disentangler_dropout)
-        self.object_disentangler = ResidualDisentangler(dim, dropout=disentangler_dropout)
+        self.variant = variant
+        released = variant == "released"
+        self.gate = None if released else LocalGlobalGate(dim, gate_hidden)
+        start = float(init_scale) if released else 0.0  # the gated extension starts as the clip baseline
+        self.local_scale = nn.Parameter(torch.full((dim,), start))  # λ1 (released: lamda)
+        self.global_scale = nn.Parameter(torch.full((dim,), start))  # λ2 (released: lamda_2)
+        disentangler = Disentangler if released else ResidualDisentangler
+        self.state_disentangler = disentangler(dim, dropout=disentangler_dropout)
+        self.object_disentangler = disentangler(dim, dropout=disentangler_dropout)
         self.adapters = vision_adapters(self.backbone.width, depth, adapter_bottleneck) if self.use_adapters else None
+
+    @property
+    def untrained_equals_baseline(self) -> bool:
+        """Only the gated extension starts as the clip baseline; the released variant starts at λ = 0.1."""
+        return self.variant == "gated"
 
     # ------------------------------------------------------------ vision pass
     def training_recipe(self) -> dict[str, Any]:
@@ -312,6 +343,10 @@ class MSCI(CompositionModel):
         with self.head_autocast():
             local, local_attention = self.local_stage(text, keys.local, need_attention, projected_queries=queries)
             global_, global_attention = self.global_stage(local, keys.global_, need_attention)
+            if self.gate is None:  # released: whole stage outputs, static per-channel weights
+                return RefinedRows(text, (self.local_scale * local.float()).float(),
+                                   (self.global_scale * global_.float()).float(), None,
+                                   _as_float(local_attention), _as_float(global_attention))
             local_delta = local.float() - text
             global_delta = global_.float() - local.float()
             gate = self.gate(local_delta, global_delta)
@@ -377,25 +412,26 @@ class MSCI(CompositionModel):
                                 for branch in BRANCHES])
         refined = self.refine(rows, keys, need_attention=True)
         parts = logit_parts(row_images, refined).cpu().numpy()
-        gate = refined.gate[0].float().cpu().numpy()
         grid = tuple(self.backbone.grid_size)
 
         def patch_map(attention: torch.Tensor) -> np.ndarray:
             # Row 0 is the top pair's composition row; token 0 is CLS.
             return attention[0, 0, 1:].reshape(grid).float().cpu().numpy()
 
-        return {
+        explanation: dict[str, Any] = {
+            "variant": self.variant,
             "logit_parts": list(LOGIT_PARTS),
             "logit_parts_composition": parts[:count],  # [k, 3] prompt, local stage, global stage; sum = logit
             "logit_parts_state": parts[count:2 * count],
             "logit_parts_object": parts[2 * count:],
-            "gate_composition": gate[:count],
-            "gate_state": gate[count:2 * count],
-            "gate_object": gate[2 * count:],
-            "gate_note": GATE_NOTE,
             "stage1_attention": patch_map(refined.local_attention),
             "stage2_attention": patch_map(refined.global_attention),
         }
+        if refined.gate is not None:
+            gate = refined.gate[0].float().cpu().numpy()
+            explanation.update(gate_composition=gate[:count], gate_state=gate[count:2 * count],
+                               gate_object=gate[2 * count:], gate_note=GATE_NOTE)
+        return explanation
 
 
 def logit_parts(image_features: torch.Tensor, refined: RefinedRows) -> torch.Tensor:

@@ -79,37 +79,65 @@ class PromptEncoder(nn.Module):
                         f"tokens and the encoder takes {self.backbone.context_length}. Use a shorter name."
                     )
 
-    def _rows(self, vocab: Vocabulary, branch: str) -> list[tuple[list[int], list[int]]]:
-        """Token ids and word slots (-1: none) after the prefix for each prompt of a branch."""
+    def _word_parts(self, vocab: Vocabulary) -> list[tuple[list[int], list[int], list[tuple[int, int]]]]:
+        """Per vocabulary word (states, then objects): token ids, offset slots (-1: none) and (word, token) refs."""
         n_state = len(self.state_words)
-        zero_slot = -1
-
-        def state_part(name: str) -> tuple[list[int], list[int]]:
+        parts = []
+        for word, name in enumerate(list(vocab.states) + list(vocab.objects)):
             ids = self._word_ids(name)
-            slot = self._state_slot.get(_normalise_word(name), zero_slot)
-            return ids, [slot] * len(ids)
+            if word < len(vocab.states):
+                slot = self._state_slot.get(_normalise_word(name), -1)
+            else:
+                found = self._object_slot.get(_normalise_word(name))
+                slot = -1 if found is None else n_state + found
+            parts.append((ids, [slot] * len(ids), [(word, k) for k in range(len(ids))]))
+        return parts
 
-        def object_part(name: str) -> tuple[list[int], list[int]]:
-            ids = self._word_ids(name)
-            slot = self._object_slot.get(_normalise_word(name))
-            return ids, [zero_slot if slot is None else n_state + slot] * len(ids)
-
+    def _rows(self, vocab: Vocabulary, branch: str) -> list[tuple[list[int], list[int], list[tuple[int, int]]]]:
+        """Token ids, word slots (-1: none) and (word, token) refs after the prefix for each prompt of a branch."""
+        parts = self._word_parts(vocab)
+        states, objects = parts[:len(vocab.states)], parts[len(vocab.states):]
         if branch == "state":
-            return [state_part(s) for s in vocab.states]
+            return states
         if branch == "object":
-            return [object_part(o) for o in vocab.objects]
-        states = [state_part(s) for s in vocab.states]
-        objects = [object_part(o) for o in vocab.objects]
-        return [(states[s][0] + objects[o][0], states[s][1] + objects[o][1]) for s, o in vocab.pairs]
+            return objects
+        return [tuple(a + b for a, b in zip(states[s], objects[o])) for s, o in vocab.pairs]
 
-    def _embed_chunk(self, rows: list[tuple[list[int], list[int]]], branch_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def word_matrix(self, vocab: Vocabulary) -> torch.Tensor:
+        """[W, L, D] every vocabulary word's embeddings (states, then objects; its token embeddings plus its
+        learned offset, zero-padded to the longest word): the matrix word dropout acts on."""
+        parts = self._word_parts(vocab)
+        longest = max(len(ids) for ids, _, _ in parts)
+        token_ids = torch.zeros(len(parts), longest, dtype=torch.long)
+        slots = torch.full((len(parts), longest), -1, dtype=torch.long)
+        for word, (ids, word_slots, _) in enumerate(parts):
+            token_ids[word, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+            slots[word, :len(ids)] = torch.tensor(word_slots, dtype=torch.long)
+        embeddings = self.backbone.embed_tokens(token_ids)
+        if self.learnable and (self.state_words or self.object_words):
+            embeddings = embeddings + self._offset_table(embeddings.device)[self._table_slots(slots, embeddings.device)]
+        return embeddings
+
+    def _offset_table(self, device: torch.device) -> torch.Tensor:
+        # the last row is zero: words without a learned offset
+        return torch.cat([self.state_offsets, self.object_offsets,
+                          self.state_offsets.new_zeros(1, self.state_offsets.shape[1])]).to(device)
+
+    def _table_slots(self, slots: torch.Tensor, device: torch.device) -> torch.Tensor:
+        last = len(self.state_words) + len(self.object_words)
+        return torch.where(slots < 0, torch.full_like(slots, last), slots).to(device)
+
+    def _embed_chunk(self, rows: list[tuple[list[int], list[int], list[tuple[int, int]]]], branch_index: int,
+                     word_table: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt embeddings [R, L, D] and end positions [R]; with word_table (a dropped-out word_matrix),
+        every word position takes its word's row from it, so one word shares one dropout mask everywhere."""
         backbone = self.backbone
         n_prefix = len(self.prefix_ids)
-        length = 2 + n_prefix + max(len(ids) for ids, _ in rows)
+        length = 2 + n_prefix + max(len(ids) for ids, _, _ in rows)
         token_ids = torch.zeros(len(rows), length, dtype=torch.long)
         slots = torch.full((len(rows), length), -1, dtype=torch.long)
         eot = torch.empty(len(rows), dtype=torch.long)
-        for row, (ids, word_slots) in enumerate(rows):
+        for row, (ids, word_slots, _) in enumerate(rows):
             end = 1 + n_prefix + len(ids)
             token_ids[row, 0] = backbone.sot_token
             token_ids[row, 1:1 + n_prefix] = torch.tensor(self.prefix_ids)
@@ -121,17 +149,20 @@ class PromptEncoder(nn.Module):
         device = embeddings.device
         context = self.context[branch_index].to(device).unsqueeze(0).expand(len(rows), -1, -1)
         embeddings = torch.cat([embeddings[:, :1], context, embeddings[:, 1 + n_prefix:]], dim=1)
-        word_positions = torch.zeros_like(slots, dtype=torch.bool)
-        for row, (ids, _) in enumerate(rows):
-            word_positions[row, 1 + n_prefix:1 + n_prefix + len(ids)] = True
-        if self.learnable and (self.state_words or self.object_words):
-            table = torch.cat([self.state_offsets, self.object_offsets,
-                               self.state_offsets.new_zeros(1, self.state_offsets.shape[1])]).to(device)
-            slots = torch.where(slots < 0, torch.full_like(slots, table.shape[0] - 1), slots).to(device)
-            embeddings = embeddings + table[slots]
-        if self.training and self.word_dropout > 0:
-            dropped = torch.nn.functional.dropout(embeddings, self.word_dropout, training=True)
-            embeddings = torch.where(word_positions.to(device).unsqueeze(-1), dropped, embeddings)
+        if word_table is not None:
+            # As released: the (dropped-out) word matrix is placed into the prompts.
+            rows_at, positions, words, tokens = [], [], [], []
+            for row, (_, _, refs) in enumerate(rows):
+                for k, (word, token) in enumerate(refs):
+                    rows_at.append(row)
+                    positions.append(1 + n_prefix + k)
+                    words.append(word)
+                    tokens.append(token)
+            embeddings = embeddings.index_put((torch.tensor(rows_at, device=device), torch.tensor(positions, device=device)),
+                                              word_table[torch.tensor(words, device=word_table.device),
+                                                         torch.tensor(tokens, device=word_table.device)].to(device))
+        elif self.learnable and (self.state_words or self.object_words):
+            embeddings = embeddings + self._offset_table(device)[self._table_slots(slots, device)]
         return embeddings, eot
 
     def cache_key(self, vocab: Vocabulary, branch: str) -> str:
@@ -147,10 +178,21 @@ class PromptEncoder(nn.Module):
             tensors += [self.state_offsets, self.object_offsets]
         return tensors
 
-    def encode(self, vocab: Vocabulary, branch: str) -> torch.Tensor:
-        """Normalised text features [T, D] of one branch; cached unless gradients are needed."""
+    def dropped_word_matrix(self, vocab: Vocabulary) -> torch.Tensor | None:
+        """While training with word dropout: nn.Dropout(word_dropout) applied once to the whole word_matrix,
+        as the released attr_dropout acts on the whole soft word-embedding matrix before the words are placed
+        in the prompts (one mask per word, shared by every prompt and branch that uses it); else None."""
+        if not (self.training and self.word_dropout > 0):
+            return None
+        return torch.nn.functional.dropout(self.word_matrix(vocab), self.word_dropout, training=True)
+
+    def encode(self, vocab: Vocabulary, branch: str, word_table: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalised text features [T, D] of one branch; cached unless gradients are needed. word_table: the
+        dropped-out word matrix of this forward pass (dropped_word_matrix; drawn here when not given)."""
+        if word_table is None:
+            word_table = self.dropped_word_matrix(vocab)
         use_cache = not (torch.is_grad_enabled() and any(t.requires_grad for t in self._text_parameters()))
-        use_cache = use_cache and not (self.training and self.word_dropout > 0)  # dropped-out rows are one-offs
+        use_cache = use_cache and word_table is None  # dropped-out rows are one-offs
         key = self.cache_key(vocab, branch) if use_cache else ""
         if use_cache:
             cached = self.backbone.text_cache.get(key)
@@ -160,7 +202,7 @@ class PromptEncoder(nn.Module):
         branch_index = BRANCHES.index(branch)
         features = []
         for start in range(0, len(rows), ENCODE_CHUNK):
-            embeddings, eot = self._embed_chunk(rows[start:start + ENCODE_CHUNK], branch_index)
+            embeddings, eot = self._embed_chunk(rows[start:start + ENCODE_CHUNK], branch_index, word_table)
             encoded = self.backbone.encode_text_embeddings(embeddings, eot, chunk_size=ENCODE_CHUNK)
             features.append(torch.nn.functional.normalize(encoded, dim=-1))
         result = torch.cat(features)
@@ -170,4 +212,5 @@ class PromptEncoder(nn.Module):
 
     def encode_all(self, vocab: Vocabulary) -> dict[str, torch.Tensor]:
         """Features of the three branches: {'pair': [P, D], 'state': [A, D], 'object': [O, D]}."""
-        return {branch: self.encode(vocab, branch) for branch in BRANCHES}
+        word_table = self.dropped_word_matrix(vocab)  # one draw for the three branches, as released
+        return {branch: self.encode(vocab, branch, word_table) for branch in BRANCHES}

@@ -97,8 +97,10 @@ def answer_caption(answer: ModelAnswer, shared_seconds: float) -> str:
         status = "nothing to train"
     elif answer.prediction.trained:
         status = f"trained: *{escape_markdown(Path(answer.checkpoint).name)}*"
-    else:
+    elif answer.prediction.untrained_equals_baseline:
         status = "untrained: ranks like the CLIP baseline"
+    else:
+        status = "untrained: its ranking means nothing yet"
     return f"**{answer.display_name}**: {timing}; {status}"
 
 

@@ -254,14 +254,15 @@ def score_parts_visual(prediction: Prediction) -> Visual | None:
                   f"{', '.join(f'{value:.2f}' for value in product)}.")
 
 
-def _stage_rows(prediction: Prediction, explanations: dict[str, Any]) -> list[tuple[str, float, float, float]] | None:
-    """(row name, local stage's logit change, global stage's, gate's local weight) for each top composition
-    and its state and object."""
+def _stage_rows(prediction: Prediction, explanations: dict[str, Any]) -> list[tuple[str, float, float, float | None]] | None:
+    """(row name, local stage's logit contribution, global stage's, the gated extension's local weight or None)
+    for each top composition and its state and object."""
     parts, gates = {}, {}
     for kind in ("composition", "state", "object"):
         part = np.asarray(explanations.get(f"logit_parts_{kind}", []), dtype=np.float64)
-        gate = np.asarray(explanations.get(f"gate_{kind}", []), dtype=np.float64)
-        if part.ndim != 2 or part.shape[1] != 3 or gate.shape != (part.shape[0], 2):
+        gate = explanations.get(f"gate_{kind}")  # only the gated extension has one
+        gate = None if gate is None else np.asarray(gate, dtype=np.float64)
+        if part.ndim != 2 or part.shape[1] != 3 or (gate is not None and gate.shape != (part.shape[0], 2)):
             return None
         parts[kind], gates[kind] = part, gate
     rows = []
@@ -269,33 +270,39 @@ def _stage_rows(prediction: Prediction, explanations: dict[str, Any]) -> list[tu
         for kind, name in (("composition", f"{item.state} {item.object}"), ("state", item.state), ("object", item.object)):
             _, local, glob = parts[kind][index]
             prefix = "" if kind == "composition" else "   "
-            rows.append((f"{prefix}{_shorten(name, 24)} ({kind})", float(local), float(glob), float(gates[kind][index][0])))
+            gate = None if gates[kind] is None else float(gates[kind][index][0])
+            rows.append((f"{prefix}{_shorten(name, 24)} ({kind})", float(local), float(glob), gate))
     return rows
 
 
 def msci_weights_visual(prediction: Prediction, top: int = 3) -> Visual | None:
     """Per top composition, state and object: how many logit points each stage added (the exact split of
-    the logit); the reconstructed gate's local weight is printed beside each row."""
+    the logit); the gated extension's local weight is printed beside each row."""
     rows = _stage_rows(prediction, prediction.explanations)
     if not rows:
         return None
     rows = rows[: 3 * top]
     local = np.array([row[1] for row in rows])
     glob = np.array([row[2] for row in rows])
-    image = horizontal_bars([f"{row[0]}  gate {row[3]:.2f}" for row in rows], [
+    gated = all(row[3] is not None for row in rows)
+    image = horizontal_bars([f"{row[0]}  gate {row[3]:.2f}" if gated else row[0] for row in rows], [
         Series("upper bar: added by the local-details stage", LOCAL_COLOUR, local),
         Series("lower bar: added by the whole-scene stage", GLOBAL_COLOUR, glob),
     ], "change in the match score (logit points)", bar_height=13)
     untrained = not np.any(np.abs(np.concatenate([local, glob])) > 1e-9)
     caption = ("For each top answer, and for its state and its object, the upper bar shows how much the look at small "
                "details and the lower bar how much the look at the whole scene raised (right) or lowered (left) its "
-               "match score; with the plain description's own match they add up exactly to the score used. "
-               "'gate' is the share a learned switch gave to details, shown for reference only: that switch is our "
-               "reconstruction, since the paper does not publish it.")
+               "match score; with the plain description's own match they add up exactly to the score used.")
+    if gated:
+        caption += (" 'gate' is the share a learned switch gave to details, shown for reference only: that switch is "
+                    "our reconstruction, since the paper does not publish it.")
     if untrained:
         caption = "The two stages add nothing yet: this model is untrained, so it scores exactly as CLIP does. " + caption
+    elif not prediction.trained:
+        caption = "This model is untrained: what the two stages add is not learned yet. " + caption
     description = ("Bar chart of what each stage added to the match score. " + "; ".join(
-        f"{row[0].strip()}: details {row[1]:+.2f}, whole scene {row[2]:+.2f}, gate {row[3]:.2f}" for row in rows) + ".")
+        f"{row[0].strip()}: details {row[1]:+.2f}, whole scene {row[2]:+.2f}"
+        + (f", gate {row[3]:.2f}" if gated else "") for row in rows) + ".")
     return Visual("What each stage added to the score", image, caption, description)
 
 
