@@ -475,13 +475,19 @@ def add_download_arguments(parser) -> None:
 
 def run_download_command(args) -> int:
     """Install one benchmark and print what was done; errors print one line."""
+    from .feasibility_files import install_feasibility
+
+    policy = FetchPolicy(timeout_s=args.timeout, retries=max(args.retries, 0), progress=not args.no_progress)
     try:
         report = install_benchmark(
             args.dataset, root=args.root, mirror=args.mirror, from_files=args.from_files, force=args.force,
-            accept_changed=args.accept_changed, keep_archives=args.keep_archives,
-            policy=FetchPolicy(timeout_s=args.timeout, retries=max(args.retries, 0), progress=not args.no_progress))
+            accept_changed=args.accept_changed, keep_archives=args.keep_archives, policy=policy)
+        mirror = args.mirror if args.mirror is not None else (os.environ.get(MIRROR_ENV) or None)
+        feasibility = install_feasibility(benchmark(args.dataset).name, report.target, mirror=mirror,
+                                          from_files=args.from_files, policy=policy)
     except DatasetError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(report.describe(benchmark(args.dataset).title))
+    print(f"Released open-world feasibility scores (sha256 checked): {feasibility}")
     return 0

@@ -101,22 +101,37 @@ def _stream_scores(model, dataset: CompositionDataset, setup: EvaluationSetup, e
         model.train(was_training)
 
 
+def pair_table_values(table: np.ndarray, vocab: Vocabulary, dataset: CompositionDataset) -> np.ndarray:
+    """[P] the values of a [states, objects] table (in the dataset's sorted order, as the released feasibility
+    files are) for the vocabulary's pairs."""
+    state_index = {name: i for i, name in enumerate(dataset.states)}
+    object_index = {name: i for i, name in enumerate(dataset.objects)}
+    states = np.array([state_index[vocab.states[s]] for s in vocab.pair_states], dtype=np.int64)
+    objects = np.array([object_index[vocab.objects[o]] for o in vocab.pair_objects], dtype=np.int64)
+    return np.asarray(table)[states, objects]
+
+
 def evaluate_model(model, dataset: CompositionDataset, phase: str = "test", open_world: bool = False,
                    batch_size: int = 32, features=None, num_workers: int | None = None,
                    progress: Callable[[int, int], None] | None = None,
-                   feasibility_threshold: float | None = None) -> CZSLMetrics:
+                   feasibility_threshold: float | None = None,
+                   feasibility_table: np.ndarray | None = None) -> CZSLMetrics:
     """CZSL metrics of a model on a dataset phase (closed or open world), streamed over image batches.
 
     `features`: cached vision outputs of exactly that phase's images (the trainer passes them for
     models that train from cache); otherwise images are decoded and encoded here.
     `feasibility_threshold` (open world only): unseen pairs whose CompCos feasibility is below it
-    are masked (czsl_models.evaluation.feasibility; `choose_feasibility_threshold` picks one on validation)."""
+    are masked (czsl_models.evaluation.feasibility; `choose_feasibility_threshold` picks one on validation).
+    `feasibility_table` [states, objects]: feasibility scores to use instead of CompCos's (the released files of
+    the benchmarks, czsl_models.data.feasibility_files)."""
     setup = evaluation_setup(dataset, phase, open_world)
     evaluator = setup.evaluator
     if feasibility_threshold is not None:
         if not open_world:
             raise ValueError("a feasibility threshold applies to the open world only")
-        evaluator = setup.feasibility_evaluator(model_feasibility(model, setup.vocab, dataset), feasibility_threshold)
+        feasibility = (model_feasibility(model, setup.vocab, dataset) if feasibility_table is None
+                       else pair_table_values(feasibility_table, setup.vocab, dataset))
+        evaluator = setup.feasibility_evaluator(feasibility, feasibility_threshold)
     _stream_scores(model, dataset, setup, [evaluator], batch_size, features, num_workers, progress)
     return evaluator.compute()
 

@@ -1,8 +1,10 @@
 """`reproduce MODEL DATASET`: from the benchmark data to a published checkpoint in one resumable command.
 
-download (if missing) → train with the model's published recipe ("paper" preset) → evaluate the
-test split closed world and open world (feasibility threshold chosen on validation) → metrics.json
-with `closed_world` and `open_world` → the model card → push, when asked, with an explicit token.
+download (if missing, with the released feasibility file) → train with the model's published recipe
+("paper" preset) → evaluate the test split closed world and open world (the released feasibility
+scores and fixed threshold; each world with the released inference weights) → metrics.json with
+`closed_world` and `open_world` → the model card → push, when asked, with an explicit token.
+`--dry-run` prints the whole resolved recipe (every value training and evaluation will use) and stops.
 Every step can be re-run: training resumes from its saved state, a finished training is not
 repeated, and the evaluation is repeated only when the checkpoint changed.
 """
@@ -45,6 +47,9 @@ class ReproduceOptions:
     private: bool = False
     eval_batch_size: int = 64
     num_workers: int | None = None
+    mixed_precision: str = "auto"  # "auto": the recipe's (float32 as released); "bf16": the faster switch
+    msci_variant: str = "released"
+    dry_run: bool = False
 
 
 def hardware_description() -> str:
@@ -72,32 +77,96 @@ def _write_json(path: Path, document: dict[str, Any]) -> None:
 
 
 def _ensure_dataset(options: ReproduceOptions, log: Callable[[str], None]) -> tuple[Path, dict[str, Any]]:
-    """The installed benchmark folder (downloaded when missing) and its DOWNLOAD.json."""
+    """The installed benchmark folder (downloaded when missing, with its released feasibility file) and its
+    DOWNLOAD.json."""
+    import os as _os
+
     from ..data.benchmarks import benchmark
-    from ..data.download import RECORD_NAME, default_root, install_benchmark
+    from ..data.download import MIRROR_ENV, RECORD_NAME, default_root, install_benchmark
+    from ..data.feasibility_files import install_feasibility
     from ..data.fetch import FetchPolicy
 
     bench = benchmark(options.dataset)
     root = Path(options.root).expanduser() if options.root else default_root()
     target = root / bench.folder
+    policy = FetchPolicy(progress=sys.stderr.isatty())
+    mirror = options.mirror if options.mirror is not None else (_os.environ.get(MIRROR_ENV) or None)
     if target.is_dir() and not (target / RECORD_NAME).is_file():
         log(f"Using {target} as it is (it was not installed by `download`).")
-        return target, {}
-    report = install_benchmark(bench.name, root=root, mirror=options.mirror, from_files=options.from_files,
-                               policy=FetchPolicy(progress=sys.stderr.isatty()), log=log)
-    log(report.describe(bench.title))
-    return target, _read_json(target / RECORD_NAME)
+        record: dict[str, Any] = {}
+    else:
+        report = install_benchmark(bench.name, root=root, mirror=mirror, from_files=options.from_files,
+                                   policy=policy, log=log)
+        log(report.describe(bench.title))
+        record = _read_json(target / RECORD_NAME)
+    install_feasibility(bench.name, target, mirror=mirror, from_files=options.from_files, policy=policy, log=log)
+    return target, record
+
+
+def train_config(options: ReproduceOptions, dataset_dir: Path, out: Path):
+    """The TrainConfig `reproduce` trains with: the "paper" preset, resumable."""
+    from ..backbones import DEFAULT_BACKBONE
+    from ..training.config import TrainConfig
+
+    return TrainConfig(model=options.model, dataset=str(dataset_dir), out=str(out),
+                       backbone=options.backbone or DEFAULT_BACKBONE, preset="paper", epochs=options.epochs,
+                       resume=True, eval_batch_size=options.eval_batch_size, num_workers=options.num_workers,
+                       mixed_precision=options.mixed_precision, msci_variant=options.msci_variant)
+
+
+def resolved_plan(options: ReproduceOptions, dataset_dir: str | Path, out: str | Path) -> dict[str, Any]:
+    """Every value training and evaluation will use (what --dry-run prints), without loading anything big."""
+    import inspect
+    from dataclasses import asdict
+
+    from ..data.benchmarks import benchmark
+    from ..data.feasibility_files import RELEASED_FEASIBILITY, feasibility_path
+    from ..models.registry import model_class
+    from ..training.config import resolve_recipe
+
+    bench = benchmark(options.dataset)
+    config = train_config(options, Path(dataset_dir), Path(out))
+    recipe = resolve_recipe(config, bench.name)
+    signature = inspect.signature(model_class(options.model).__init__).parameters.values()
+    defaults = {p.name: p.default for p in signature if p.default is not inspect.Parameter.empty}
+    release = RELEASED_FEASIBILITY[bench.name]
+    return {
+        "model": options.model, "dataset": bench.name, "dataset_dir": str(dataset_dir), "out": str(out),
+        "train_config": asdict(config),
+        "recipe": {**asdict(recipe), "mixed_precision_in_use": _precision_in_use(config, recipe)},
+        "model_options": {**{k: v for k, v in defaults.items() if k not in ("train_states", "train_objects",
+                                                                             "train_pairs")},
+                          **recipe.model_options},
+        "evaluation": {
+            "phase": "test", "head_precision": "float32", "batch_size": options.eval_batch_size,
+            "closed_world": {"score_weights": _weights(recipe.closed_world_test_score_weights)},
+            "open_world": {"score_weights": _weights(recipe.open_world_test_score_weights),
+                           "feasibility_source": f"released file {release.file_name} (sha256 {release.sha256})",
+                           "feasibility_file": str(feasibility_path(dataset_dir, bench.name)),
+                           "feasibility_threshold": recipe.released_feasibility_threshold,
+                           "infeasible_scores": "-inf (the released test_base.py multiplies them by 0)"},
+            "model_selection": "validation AUC (closed world) after every epoch",
+        },
+    }
+
+
+def _weights(weights) -> list[float] | str:
+    return list(weights) if weights is not None else "the model's (1/1/1)"
+
+
+def _precision_in_use(config, recipe) -> str:
+    if config.mixed_precision != "auto":
+        return config.mixed_precision
+    if "ACCELERATE_MIXED_PRECISION" in os.environ:
+        return os.environ["ACCELERATE_MIXED_PRECISION"] + " (from accelerate)"
+    return "no (float32)" if recipe.mixed_precision == "no" else "bf16 on CUDA (fp16 without bf16), float32 on CPUs"
 
 
 def _train(options: ReproduceOptions, dataset_dir: Path, out: Path, stop: threading.Event | None):
-    from ..backbones import DEFAULT_BACKBONE
-    from ..training.config import TrainConfig
     from ..training.progress import TqdmCallback
     from ..training.trainer import train
 
-    config = TrainConfig(model=options.model, dataset=str(dataset_dir), out=str(out),
-                         backbone=options.backbone or DEFAULT_BACKBONE, preset="paper", epochs=options.epochs,
-                         resume=True, eval_batch_size=options.eval_batch_size, num_workers=options.num_workers)
+    config = train_config(options, dataset_dir, out)
     run = _read_json(out / RUN_FILE)
     started = time.monotonic()
     result = train(config, callback=TqdmCallback(), stop=stop)
@@ -111,25 +180,38 @@ def _train(options: ReproduceOptions, dataset_dir: Path, out: Path, stop: thread
     return config, run
 
 
-def _evaluate(out: Path, dataset_dir: Path, options: ReproduceOptions, log: Callable[[str], None]) -> dict[str, Any]:
-    """Closed- and open-world test metrics of the checkpoint in out, the threshold chosen on validation."""
+def _evaluate(out: Path, dataset_dir: Path, options: ReproduceOptions, plan: dict[str, Any],
+              log: Callable[[str], None]) -> dict[str, Any]:
+    """Closed- and open-world test metrics of the checkpoint in out, each world with the released inference
+    weights, the open world masked with the released feasibility scores at the released fixed threshold."""
+    from ..data.feasibility_files import load_released_feasibility
     from ..data.sources import load_dataset
-    from ..evaluation.evaluate import choose_feasibility_threshold, evaluate_model
+    from ..evaluation.evaluate import evaluate_model
     from ..models.checkpoints import load_model
 
     model = load_model(None, checkpoint=out)
+    model.head_precision = "float32"  # as released: the whole evaluation in float32
     dataset = load_dataset(dataset_dir)
     kwargs = {"batch_size": options.eval_batch_size, "num_workers": options.num_workers}
-    log("Evaluating the test split, closed world")
+    evaluation = plan["evaluation"]
+    closed_weights = evaluation["closed_world"]["score_weights"]
+    open_weights = evaluation["open_world"]["score_weights"]
+    if isinstance(closed_weights, list):
+        model.score_weights = tuple(closed_weights)
+    log(f"Evaluating the test split, closed world (inference weights {list(model.score_weights)})")
     closed = evaluate_model(model, dataset, phase="test", open_world=False, **kwargs).to_dict()
-    log("Choosing the open-world feasibility threshold on the validation split")
-    threshold, tried = choose_feasibility_threshold(model, dataset, **kwargs)
-    log("Evaluating the test split, open world")
+    if isinstance(open_weights, list):
+        model.open_world_score_weights = tuple(open_weights)
+    threshold = float(evaluation["open_world"]["feasibility_threshold"])
+    table = load_released_feasibility(evaluation["open_world"]["feasibility_file"], len(dataset.states),
+                                      len(dataset.objects))
+    log(f"Evaluating the test split, open world (released feasibility, threshold {threshold})")
     open_world = evaluate_model(model, dataset, phase="test", open_world=True, feasibility_threshold=threshold,
-                                **kwargs).to_dict()
-    closed = {key: closed[key] for key in HEADLINE_KEYS}
-    open_world = {**{key: open_world[key] for key in HEADLINE_KEYS}, "feasibility_threshold": float(threshold),
-                  "val_auc_by_threshold": [[float(t), float(a)] for t, a in tried.items()]}
+                                feasibility_table=table, **kwargs).to_dict()
+    closed = {**{key: closed[key] for key in HEADLINE_KEYS}, "score_weights": list(model.score_weights)}
+    open_world = {**{key: open_world[key] for key in HEADLINE_KEYS}, "feasibility_threshold": threshold,
+                  "feasibility_source": evaluation["open_world"]["feasibility_source"],
+                  "score_weights": list(model.open_world_score_weights or model.score_weights)}
     return {"closed_world": closed, "open_world": open_world, "evaluated_steps": int(model.training_steps.item())}
 
 
@@ -145,12 +227,15 @@ def reproduce(options: ReproduceOptions, log: Callable[[str], None] = lambda tex
     bench = benchmark(options.dataset)
     out = Path(options.out).expanduser() if options.out else weights_dir() / f"{options.model}-{bench.name}"
     dataset_dir, download_record = _ensure_dataset(options, log)
+    plan = resolved_plan(options, dataset_dir, out)
     config, run = _train(options, dataset_dir, out, stop)
     metrics_path = out / "metrics.json"
     document = _read_json(metrics_path)
     steps = int(document.get("training_steps", -1))
-    if document.get("reproduction", {}).get("evaluated_steps") != steps or "open_world" not in document:
-        evaluation = _evaluate(out, dataset_dir, options, log)
+    evaluated_with = document.get("reproduction", {}).get("evaluation")
+    if (document.get("reproduction", {}).get("evaluated_steps") != steps or "open_world" not in document
+            or evaluated_with != plan["evaluation"]):
+        evaluation = _evaluate(out, dataset_dir, options, plan, log)
         document.update(closed_world=evaluation["closed_world"], open_world=evaluation["open_world"])
         evaluated_steps = evaluation["evaluated_steps"]
     else:
@@ -167,7 +252,11 @@ def reproduce(options: ReproduceOptions, log: Callable[[str], None] = lambda tex
         "dataset": bench.name, "backbone": checkpoint.get("backbone", config.backbone), "preset": "paper",
         "recipe": {"epochs": recipe.epochs, "batch_size": recipe.batch_size, "lr": recipe.lr,
                    "weight_decay": recipe.weight_decay, "optimizer": recipe.optimizer, "lr_step": recipe.lr_step,
-                   "lr_gamma": recipe.lr_gamma, "model_options": recipe.model_options},
+                   "lr_gamma": recipe.lr_gamma, "model_options": recipe.model_options,
+                   "mixed_precision": plan["recipe"]["mixed_precision_in_use"],
+                   "keep_eval_mode_after_validation": recipe.keep_eval_mode_after_validation,
+                   "max_grad_norm": recipe.max_grad_norm},
+        "evaluation": plan["evaluation"],
         "recipe_epochs": default_recipe.epochs, "epochs_overridden": recipe.epochs != default_recipe.epochs,
         "train_seconds": run.get("train_seconds", 0.0), "hardware": run.get("hardware"),
         "archives": download_record.get("archives", []), "evaluated_steps": evaluated_steps,
@@ -208,6 +297,25 @@ def add_reproduce_arguments(parser) -> None:
     parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
     parser.add_argument("--eval-batch-size", type=int, default=64, help="images per evaluation batch (default 64)")
     parser.add_argument("--num-workers", type=int, default=None, help="image decoding processes (default: automatic)")
+    parser.add_argument("--mixed-precision", choices=("auto", "no", "fp16", "bf16"), default="auto",
+                        help="training precision (default: the recipe's, float32 as the released code; bf16 is "
+                             "the faster switch, docs/parity.md)")
+    parser.add_argument("--msci-variant", choices=("released", "gated"), default="released",
+                        help="MSCI only: the released architecture (default) or the project's gated extension")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the whole resolved recipe (training and evaluation) as JSON and stop")
+
+
+def print_dry_run(options: ReproduceOptions) -> None:
+    """Print every value `reproduce` would use, downloading and training nothing."""
+    from ..data.benchmarks import benchmark
+    from ..data.download import default_root
+    from ..models.checkpoints import weights_dir
+
+    bench = benchmark(options.dataset)
+    root = Path(options.root).expanduser() if options.root else default_root()
+    out = Path(options.out).expanduser() if options.out else weights_dir() / f"{options.model}-{bench.name}"
+    print(json.dumps(resolved_plan(options, root / bench.folder, out), indent=2, default=str))
 
 
 def run_reproduce_command(args) -> int:
@@ -219,6 +327,9 @@ def run_reproduce_command(args) -> int:
     import accelerate  # noqa: F401  (the [train] extra: missing, the command stops here, before any download)
 
     options = ReproduceOptions(**{key: getattr(args, key) for key in ReproduceOptions.__dataclass_fields__})
+    if options.dry_run:
+        print_dry_run(options)
+        return 0
     stop, previous = threading.Event(), None
     if threading.current_thread() is threading.main_thread():
         def request_stop(signum, frame):

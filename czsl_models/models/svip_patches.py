@@ -110,11 +110,14 @@ def add_context_to_patches(patches: torch.Tensor, replaced: torch.Tensor, contex
 
 
 def consistency_kl(contextual_cosines: torch.Tensor, original_cosines: torch.Tensor, temperature: float) -> torch.Tensor:
-    """The released consistency term: KL(softmax(original / T) || softmax(contextual / T)) · T², on
-    unscaled cosines (batch mean), as in knowledge distillation."""
-    log_p = (contextual_cosines.float() / temperature).log_softmax(dim=-1)
-    log_q = (original_cosines.float() / temperature).log_softmax(dim=-1)
-    return F.kl_div(log_p, log_q, reduction="batchmean", log_target=True) * temperature ** 2
+    """The released consistency term (SVIP `main.py`): `nn.KLDivLoss()` with its default reduction, the mean
+    over all B·C elements, of input log_softmax(original / T) and target softmax(contextual / T), times T²;
+    both sides keep their gradients. That is KL(softmax(contextual/T) ‖ softmax(original/T)) / (B·C) · T².
+    The mean is written out: torch warns that KLDivLoss's 'mean' will change meaning."""
+    log_input = (original_cosines.float() / temperature).log_softmax(dim=-1)
+    log_target = (contextual_cosines.float() / temperature).log_softmax(dim=-1)
+    elementwise = log_target.exp() * (log_target - log_input)
+    return elementwise.sum() / elementwise.numel() * temperature ** 2
 
 
 def replaced_agreement(student_scores: torch.Tensor, teacher_scores: torch.Tensor, kept: int) -> torch.Tensor:

@@ -43,7 +43,9 @@ class TrainConfig:
     cache_dir: str | None = None  # feature cache root; None: $CZSL_CACHE_DIR or ~/.cache/czsl_models/features
     cache_dtype: str = "float16"
     use_feature_cache: bool = True  # False: the fast preset reads pixels every epoch (no disk cache)
-    mixed_precision: str = "auto"  # "auto": what accelerate launch / accelerate config set, else bf16 (or fp16) on CUDA
+    mixed_precision: str = "auto"  # "auto": what accelerate launch / accelerate config set, else the recipe's
+    msci_variant: str = "released"  # MSCI only: "released" (the released architecture) or "gated" (the extension)
+    keep_eval_mode_after_validation: bool | None = None  # None: the recipe's (the released MSCI quirk, see Recipe)
     report_to: str = "none"  # an experiment tracker (REPORT_TO_CHOICES); logs go to <out>/logs
     cpu: bool = False
     save_every_steps: int = 0  # also save the resume state every N steps (0: at epoch ends only)
@@ -52,7 +54,8 @@ class TrainConfig:
 
 # Fields that must not change when a run is resumed (they change the result).
 RESUME_FIXED = ("model", "dataset", "backbone", "preset", "lr", "batch_size", "weight_decay", "optimizer", "seed",
-                 "open_world", "cache_dtype", "use_feature_cache", "lr_step", "lr_gamma", "model_options")
+                 "open_world", "cache_dtype", "use_feature_cache", "lr_step", "lr_gamma", "model_options",
+                 "max_grad_norm", "keep_eval_mode_after_validation")
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,20 @@ class Recipe:
     lr_step: int  # StepLR period in epochs (0: constant learning rate)
     lr_gamma: float
     model_options: dict[str, Any] = field(default_factory=dict)
+    # Precision of the training computation on a GPU when nobody asks for another one: "no" (float32, as the
+    # released MSCI code runs CLIP: its clip_modules build the model in float32 and never autocast) or "bf16"
+    # (bfloat16 autocast, fp16 where bf16 is missing: the project's faster choice). CPUs train in float32.
+    mixed_precision: str = "bf16"
+    # The released MSCI train_base.py calls model.train() once, before the epoch loop, and its evaluate() calls
+    # model.eval() without switching back: from the second epoch on, the published models trained with dropout
+    # off and BatchNorm statistics frozen. True reproduces that quirk; False puts the model back in train mode.
+    keep_eval_mode_after_validation: bool = False
+    max_grad_norm: float = 0.0  # clip the gradients' global norm to this before each step (0: no clipping)
+    # Inference weights (pair, state, object) for the test evaluation of `reproduce`, per world; None: the model's.
+    closed_world_test_score_weights: tuple[float, float, float] | None = None
+    open_world_test_score_weights: tuple[float, float, float] | None = None
+    # Open-world evaluation of `reproduce` on a benchmark: the released feasibility file's fixed threshold.
+    released_feasibility_threshold: float | None = None
 
 
 # Troika's published recipe, which docs/models.md gives Refiner; SVIP publishes none for CZSL and gets the same.
@@ -80,6 +97,10 @@ SHAPES = "synthetic-shapes"
 # rises from the untrained ~0 to >= 0.2 within a few minutes on 2 cores with the tiny test backbone
 # (benchmarks/training_learns.py, README "Training"). A constant learning rate: the runs are short.
 _SHAPES_RECIPE = {"msci": (15, 5e-3, 32), "refiner": (15, 3e-3, 32), "svip": (15, 3e-3, 32)}
+# The fixed open-world feasibility thresholds of the released MSCI/Troika configs (config/msci/*-ow.yml), used
+# with the released feasibility files (czsl_models.data.feasibility_files).
+RELEASED_THRESHOLDS = {"ut-zappos": 0.4631293780949651, "mit-states": 0.36183673469387756, "cgqa": 0.4061361697255348}
+MSCI_VARIANTS = ("released", "gated")
 
 
 def recognised_dataset(name: str) -> str | None:
@@ -103,14 +124,23 @@ def resolve_recipe(config: TrainConfig, dataset_name: str) -> Recipe:
     from ..models.msci import resolve_preset
 
     known = recognised_dataset(dataset_name)
+    benchmark = known if known in RELEASED_THRESHOLDS else None
     options: dict[str, Any] = {}
+    extra: dict[str, Any] = {"released_feasibility_threshold": RELEASED_THRESHOLDS.get(benchmark)}
+    if config.preset == "paper":
+        extra["mixed_precision"] = "no"  # the released code trains CLIP in float32
     if config.model == "msci":
-        preset_name, values = resolve_preset(known if known in ("mit-states", "ut-zappos", "cgqa") else "mit-states")
+        preset_name, values = resolve_preset(benchmark or "mit-states")
         options["preset"] = preset_name
+        options["variant"] = config.msci_variant
         if config.preset == "paper":
             options["use_adapters"] = True
             # The released open-world configs' inference weights (used on full open-world vocabularies only).
             options["open_world_score_weights"] = list(values.open_world_score_weights)
+            extra["keep_eval_mode_after_validation"] = config.msci_variant == "released"
+        if benchmark:
+            extra["closed_world_test_score_weights"] = tuple(values.closed_world_test_score_weights)
+            extra["open_world_test_score_weights"] = tuple(values.open_world_score_weights)
         epochs, lr, batch = values.epochs, values.learning_rate, values.batch_size
         weight_decay, optimizer, lr_step, lr_gamma = values.weight_decay, values.optimizer, values.lr_step_epochs, values.lr_gamma
     else:
@@ -119,6 +149,8 @@ def resolve_recipe(config: TrainConfig, dataset_name: str) -> Recipe:
         lr_step, lr_gamma = _TROIKA_LR_STEP
         if known == "cgqa":
             options["loss_weights"] = list(_CGQA_LOSS_WEIGHTS)
+        if config.model == "svip":
+            extra["max_grad_norm"] = 1.0  # SVIP's main.py clips the gradient norm at 1 before every step
         if config.model == "svip" and config.preset == "fast":
             # Learning SVIP's context embedding backpropagates through the whole ViT every step (~4x the
             # cost); "fast" trains everything else from cached backbone outputs, "paper" the full model.
@@ -138,6 +170,8 @@ def resolve_recipe(config: TrainConfig, dataset_name: str) -> Recipe:
         weight_decay=float(config.weight_decay if config.weight_decay is not None else weight_decay),
         optimizer=(config.optimizer or optimizer).lower(),
         lr_step=lr_step, lr_gamma=lr_gamma, model_options=options,
+        **{**extra, **({} if config.keep_eval_mode_after_validation is None
+                       else {"keep_eval_mode_after_validation": bool(config.keep_eval_mode_after_validation)})},
     )
 
 
@@ -164,6 +198,8 @@ def check_config(config: TrainConfig) -> None:
         raise TrainError(f"weight decay must be >= 0, not {config.weight_decay}")
     if config.optimizer is not None and config.optimizer.lower() not in ("adam", "adamw"):
         raise TrainError(f"unknown optimizer {config.optimizer!r}; choose adam or adamw")
+    if config.msci_variant not in MSCI_VARIANTS:
+        raise TrainError(f"unknown MSCI variant {config.msci_variant!r}; choose {' or '.join(MSCI_VARIANTS)}")
     if config.mixed_precision not in MIXED_PRECISION_CHOICES:
         raise TrainError(f"mixed precision must be one of {', '.join(MIXED_PRECISION_CHOICES)}")
     check_tracker(config.report_to)

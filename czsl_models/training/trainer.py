@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.benchmarks import hub_dataset_id
-from .batching import epoch_batches, mix_seed, shard_batch
+from .batching import check_batch_split, epoch_batches, mix_seed, shard_batch
 from .config import (
     HEADLINE_METRICS,
     RESUME_FIXED,
@@ -83,8 +83,11 @@ class _Run:
         if precision != "auto":
             options["mixed_precision"] = precision  # asked for on this run's command line
         elif "ACCELERATE_MIXED_PRECISION" not in os.environ:
-            # Nobody asked (not this run, not accelerate launch, not accelerate config): bf16 (or fp16) on CUDA.
-            options["mixed_precision"] = "no" if cpu else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+            # Nobody asked (not this run, not accelerate launch, not accelerate config): the recipe's precision
+            # ("paper": float32 as released; else bf16, or fp16 where bf16 is missing) on CUDA, float32 on CPUs.
+            wanted = self.recipe.mixed_precision
+            options["mixed_precision"] = ("no" if cpu or wanted == "no"
+                                          else "bf16" if torch.cuda.is_bf16_supported() else "fp16")
         if self.config.report_to != "none":
             options.update(log_with=self.config.report_to, project_dir=str(self.out / "logs"))
         # Some models leave parameters out of a forward (e.g. a branch unused by a batch): let DDP cope.
@@ -114,7 +117,9 @@ class _Run:
         data.update({"lr": self.recipe.lr, "batch_size": self.recipe.batch_size, "epochs": self.recipe.epochs,
                      "weight_decay": self.recipe.weight_decay, "optimizer": self.recipe.optimizer,
                      "lr_step": self.recipe.lr_step, "lr_gamma": self.recipe.lr_gamma,
-                     "model_options": self.recipe.model_options, "model": self.config.model.lower()})
+                     "model_options": self.recipe.model_options, "model": self.config.model.lower(),
+                     "max_grad_norm": self.recipe.max_grad_norm,
+                     "keep_eval_mode_after_validation": self.recipe.keep_eval_mode_after_validation})
         return data
 
     def _prepare_output(self) -> TrainingState | None:
@@ -222,7 +227,9 @@ class _Run:
         elif config.resume:
             self._message(f"Nothing to resume in {self.out}; starting a new run.")
 
-        self.steps_per_epoch = len(epoch_batches(len(self.train_samples), self.recipe.batch_size, config.seed, 0))
+        check_batch_split(self.recipe.batch_size, len(self.train_samples), accelerator.num_processes)
+        self.steps_per_epoch = len(epoch_batches(len(self.train_samples), self.recipe.batch_size, config.seed, 0,
+                                                 accelerator.num_processes))
         self._start_tracking()
         if accelerator.num_processes > 1:
             self._message(f"Training on {accelerator.num_processes} processes ({accelerator.device.type}); each "
@@ -291,11 +298,11 @@ class _Run:
 
         accelerator, state, recipe = self.accelerator, self.state, self.recipe
         rank, world = accelerator.process_index, accelerator.num_processes
-        self.model.train()
+        self.model.train(not self._stays_in_eval_mode())
         while state.epoch < recipe.epochs:
             epoch = state.epoch
             started = time.perf_counter()
-            batches = epoch_batches(len(self.train_samples), recipe.batch_size, self.config.seed, epoch)
+            batches = epoch_batches(len(self.train_samples), recipe.batch_size, self.config.seed, epoch, world)
             local = [shard_batch(batch, rank, world) for batch in batches[state.batch:]]
             source = (((None, batch) for batch in local) if self.from_cache else self._pixel_source(local, epoch))
             for pixels, indices in source:
@@ -307,6 +314,8 @@ class _Run:
                     pixels = pixels.to(accelerator.device)
                 loss = self.step_module(pixels, visual, *(t[index] for t in self.targets))
                 accelerator.backward(loss)
+                if recipe.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(self.model.trainable_parameters(), recipe.max_grad_norm)
                 self.optimizer.step()
                 self._optimizer_stepped = True
                 self.optimizer.zero_grad(set_to_none=True)
@@ -365,8 +374,12 @@ class _Run:
         self._save_state()
         if self.accelerator.is_main_process:
             notify(self.callback, "on_epoch", epoch + 1, entry)
-        self.model.train()
+        self.model.train(not self._stays_in_eval_mode())
 
+    def _stays_in_eval_mode(self) -> bool:
+        """Under the released MSCI quirk (Recipe.keep_eval_mode_after_validation), every epoch after the first
+        validation trains in eval mode: dropout off and BatchNorm statistics frozen."""
+        return self.recipe.keep_eval_mode_after_validation and self.state.epoch > 0
     def _validate(self) -> dict[str, Any] | None:
         return self._evaluate("val")
 
