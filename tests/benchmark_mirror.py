@@ -139,7 +139,51 @@ def build_archives(folder: Path, mit_records: list[dict] | None = None, note: st
         "compositional_split_natural.tar.gz": write_tar_gz(folder / "compositional_split_natural.tar.gz", split_files),
         "ut-zap50k-images.zip": write_zip(folder / "ut-zap50k-images.zip", zap_files),
         "cgqa.zip": write_zip(folder / "cgqa.zip", cgqa_files),
+        **write_feasibility_files(folder),
     }
+
+
+def _primitives(pairs: dict[str, list[str]]) -> tuple[list[str], list[str]]:
+    """Sorted states and objects over the split files (as the released feasibility files order them)."""
+    every = [line.split(" ", 1) for lines in pairs.values() for line in lines]
+    return sorted({state for state, _ in every}), sorted({object_ for _, object_ in every})
+
+
+TINY_PRIMITIVES = {"mit-states": _primitives(MIT_PAIRS), "ut-zappos": _primitives(ZAP_PAIRS),
+                   "cgqa": _primitives(CGQA_PAIRS)}
+
+
+def feasibility_values(name: str) -> torch.Tensor:
+    """The tiny benchmark's feasibility scores: distinct values in [0, 1), one per state x object."""
+    states, objects = TINY_PRIMITIVES[name]
+    count = len(states) * len(objects)
+    return torch.linspace(0.05, 0.95, count)[torch.randperm(count, generator=torch.Generator().manual_seed(count))]
+
+
+def write_feasibility_files(folder: Path) -> dict[str, Path]:
+    """feasibility_<name>.pt in the released format (a dict with one float tensor 'feasibility' over the sorted
+    states x sorted objects) for the three tiny benchmarks."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name in TINY_PRIMITIVES:
+        path = folder / f"feasibility_{name}.pt"
+        torch.save({"feasibility": feasibility_values(name)}, path)
+        written[path.name] = path
+    return written
+
+
+def pin_tiny_feasibility(monkeypatch, folder: Path) -> None:
+    """Pin the released-feasibility table to the tiny files in folder (their sizes and sha256), as the real table
+    pins the released files; the tests of the real pins check that other bytes are refused."""
+    from czsl_models.data import feasibility_files
+
+    for name, release in list(feasibility_files.RELEASED_FEASIBILITY.items()):
+        path = folder / release.file_name
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        states, objects = TINY_PRIMITIVES[name]
+        monkeypatch.setitem(feasibility_files.RELEASED_FEASIBILITY, name,
+                            feasibility_files.ReleasedFeasibility(name, path.stat().st_size, digest,
+                                                                  len(states) * len(objects)))
 
 
 class _MirrorHandler(BaseHTTPRequestHandler):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark_mirror import MIT_RECORDS, Mirror, build_archives, write_tar_gz, write_zip
+from benchmark_mirror import MIT_RECORDS, Mirror, build_archives, pin_tiny_feasibility, write_tar_gz, write_zip
 from czsl_models.data import download as download_module
 from czsl_models.data import fetch as fetch_module
 from czsl_models.data.dataset import DatasetError
@@ -27,9 +27,10 @@ def quiet(_: str) -> None:
 
 
 @pytest.fixture()
-def mirror(tmp_path):
+def mirror(tmp_path, monkeypatch):
     folder = tmp_path / "mirror"
     build_archives(folder)
+    pin_tiny_feasibility(monkeypatch, folder)  # `download` also installs the released feasibility file
     server = Mirror(folder)
     yield server
     server.close()

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from benchmark_mirror import Mirror, build_archives
+from benchmark_mirror import Mirror, build_archives, pin_tiny_feasibility
 from hub_cards import checked_card
 from czsl_models.hub import reproduce as reproduce_module
 from czsl_models.hub.reproduce import ReproduceError, ReproduceOptions, reproduce
@@ -21,8 +21,9 @@ def quiet(_: str) -> None:
 
 
 @pytest.fixture()
-def mirror(tmp_path):
+def mirror(tmp_path, monkeypatch):
     build_archives(tmp_path / "mirror")
+    pin_tiny_feasibility(monkeypatch, tmp_path / "mirror")
     server = Mirror(tmp_path / "mirror")
     yield server
     server.close()
@@ -43,8 +44,15 @@ def test_reproduce_end_to_end_then_nothing_to_redo(tmp_path, mirror):
     document = json.loads((out / "metrics.json").read_text())
     for world in ("closed_world", "open_world"):
         assert all(0.0 <= document[world][key] <= 1.0 for key in HEADLINE)
-    assert math.isfinite(document["open_world"]["feasibility_threshold"])
+    # The released feasibility file at the released config's fixed threshold, with the released weights per world.
+    assert document["open_world"]["feasibility_threshold"] == 0.36183673469387756
+    assert document["open_world"]["feasibility_source"].startswith("released file feasibility_mit-states.pt")
+    assert (tmp_path / "data" / "mit-states" / "feasibility_mit-states.pt").is_file()
+    assert document["closed_world"]["score_weights"] == [0.1, 0.9, 0.9]
+    assert document["open_world"]["score_weights"] == [0.3, 0.7, 0.7]
     run = document["reproduction"]
+    assert run["recipe"]["mixed_precision"] == "no (float32)" and run["recipe"]["keep_eval_mode_after_validation"]
+    assert run["recipe"]["model_options"]["variant"] == "released"
     assert run["preset"] == "paper" and run["recipe"]["epochs"] == 1 and run["recipe_epochs"] == 20
     assert run["recipe"]["model_options"].get("use_adapters") is True and run["train_seconds"] > 0
     assert [a["file"] for a in run["archives"]] == ["release_dataset.zip", "compositional_split_natural.tar.gz"]

@@ -378,7 +378,8 @@ def test_replaced_agreement_counts_shared_replaced_super_patches():
 
 
 def test_consistency_is_the_released_distillation_kl():
-    """KL(softmax(orig/T) || softmax(ctx/T)) · T² on unscaled cosines, batch mean; 0 for equal inputs."""
+    """KL(softmax(ctx/T) || softmax(orig/T)) · T² on unscaled cosines, mean over all B·C elements (released
+    nn.KLDivLoss() default; tests/test_parity_svip.py compares with it directly); 0 for equal inputs."""
     from czsl_models.models.svip import consistency_kl
 
     generator = torch.Generator().manual_seed(0)
@@ -387,7 +388,7 @@ def test_consistency_is_the_released_distillation_kl():
     temperature = 20.0
     p = (original / temperature).softmax(-1)
     q = (contextual / temperature).softmax(-1)
-    expected = (p * (p.log() - q.log())).sum(-1).mean() * temperature ** 2
+    expected = (q * (q.log() - p.log())).sum() / q.numel() * temperature ** 2
     assert consistency_kl(contextual, original, temperature).item() == pytest.approx(expected.item(), rel=1e-4)
     assert consistency_kl(original, original, temperature).item() == pytest.approx(0.0, abs=1e-7)
 

@@ -27,12 +27,16 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--phase", choices=("test", "val"), default="test", help="split to evaluate (default test)")
     parser.add_argument("--open-world", action="store_true", help="score every state x object pair")
     parser.add_argument("--feasibility-threshold", type=_feasibility_threshold, default=None, metavar="T|val",
-                        help="open world: mask unseen pairs whose CompCos feasibility is below T, or below the "
-                             "threshold with the best validation AUC ('val')")
+                        help="open world: mask unseen pairs whose CLIP-text (CompCos) feasibility is below T, or below the "
+                             "threshold with the best validation AUC ('val'); `reproduce` uses the released files")
     parser.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
     parser.add_argument("--num-workers", type=int, default=None, help="image decoding processes (default: automatic)")
     add_head_precision_argument(parser)
     parser.add_argument("--json", action="store_true", help="print every metric and the curve as JSON")
+
+
+# What this command masks with; `reproduce` uses the released feasibility files of the benchmarks instead.
+CLIP_TEXT_FEASIBILITY = "CLIP-text feasibility (CompCos on the model's own state and object text features)"
 
 
 def _feasibility_threshold(text: str) -> float | str:
@@ -77,17 +81,20 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
         return print_error(str(error))
     world = "open world" if args.open_world else "closed world"
     if threshold is not None:
-        world += f", unseen pairs with feasibility below {threshold:.4f} masked" + (" (chosen on val)" if tried else "")
+        world += (f", unseen pairs with CLIP-text feasibility below {threshold:.4f} masked"
+                  + (" (chosen on val)" if tried else ""))
     if args.json:
         document = {"model": model.name, "checkpoint": args.checkpoint, "backbone": model.backbone.name,
                     "trained": model.is_trained, "dataset": dataset.name, "phase": args.phase,
                     "open_world": args.open_world, "images": len(dataset.splits[args.phase]),
                     "head_precision": model.head_precision_in_use(), "feasibility_threshold": threshold,
+                    "feasibility_source": None if threshold is None else CLIP_TEXT_FEASIBILITY,
                     "val_auc_by_threshold": None if tried is None else [[t, auc] for t, auc in tried.items()],
                     **metrics.to_dict()}
         print(json.dumps(document, indent=2))
         return 0
-    status = "trained" if model.is_trained else "untrained: the CLIP zero-shot baseline"
+    status = ("trained" if model.is_trained else "untrained: the CLIP zero-shot baseline"
+              if model.untrained_equals_baseline else "untrained: its numbers mean nothing yet")
     print(f"{model.display_name} ({status}), backbone {model.backbone.name}")
     print(f"{dataset.name}, {args.phase} split, {len(dataset.splits[args.phase])} images, {world}")
     print(format_metrics_table(metrics))

@@ -27,18 +27,22 @@ NO_PUBLISHED_NUMBERS = {
             "it publishes no CZSL numbers to compare with.",
 }
 DEPARTURES = {
-    "msci": ["Fusion of local and global information uses the paper's per-composition dynamic weights; the "
-             "released code uses static per-channel weights.",
+    "msci": ["The released architecture (variant 'released': static per-channel λ from 0.1 on whole stage outputs, the "
+             "released disentanglers, word dropout on the whole word-embedding matrix, the release's eval-mode "
+             "quirk on); words are learned offsets on their own token embeddings instead of one soft token per "
+             "word; one checkpoint serves both worlds with 12 heads (the released MIT-States open-world config "
+             "trains another model with 16). Element by element: docs/parity.md.",
              "Text features are encoded in one pass (the released test script's chunking shrinks the state x "
-             "object term); learned residuals start at zero, so training starts from zero-shot CLIP."],
+             "object term)."],
     "refiner": ["The whole model is a reconstruction from the abstract in the Troika family (learnable region "
                 "queries, cross-modal fusion), trained with Troika's published recipe."],
     "svip": ["Adapted to free-text states and objects: CLIP text features replace word2vec attribute vectors, "
-             "on CLIP's ViT instead of an ImageNet ViT; trained with Troika's recipe (SVIP publishes none for CZSL)."],
+             "on CLIP's ViT instead of an ImageNet ViT; trained with Troika's recipe (SVIP publishes none for CZSL; "
+             "its consistency term and gradient clipping at 1 are as released)."],
 }
 COMMON_DEPARTURES = [
-    "Open world: infeasible pairs are masked to minus infinity (the reference multiplies scores by 0, which is "
-    "only right for positive scores); the feasibility threshold is the one with the best validation AUC.",
+    "Open world: infeasible pairs are masked to minus infinity (the released test script multiplies their scores "
+    "by 0, which is only right for positive scores).",
 ]
 
 
@@ -113,9 +117,15 @@ def render_reproduction_card(document: dict[str, Any]) -> str:
                      "open-world S and U are not published.")
     else:
         lines.append(NO_PUBLISHED_NUMBERS.get(model, "The paper publishes no numbers for this dataset."))
+    open_world = document.get("open_world") or {}
     if threshold is not None:
-        lines.append(f"Open world: unseen pairs with feasibility below {threshold:.4f} are masked "
-                     f"(the threshold with the best validation AUC).")
+        source = open_world.get("feasibility_source", "CLIP-text feasibility (CompCos on the model's text features)")
+        lines.append(f"Open world: unseen pairs with feasibility below {threshold:.4f} are masked; feasibility "
+                     f"source: {source}.")
+    for world, label in (("closed_world", "Closed world"), ("open_world", "Open world")):
+        weights = (document.get(world) or {}).get("score_weights")
+        if weights:
+            lines.append(f"{label} inference weights (pair, state, object): {', '.join(str(w) for w in weights)}.")
     lines += ["", "## Recipe", "",
               f"- Backbone (frozen, not stored here): `{backbone}`" + ("" if backbone == PAPER_BACKBONE else
                                                                        f" — the papers use `{PAPER_BACKBONE}`"),
@@ -123,6 +133,9 @@ def render_reproduction_card(document: dict[str, Any]) -> str:
               f"{recipe.get('optimizer')} lr {recipe.get('lr')}, weight decay {recipe.get('weight_decay')}"
               + (f", StepLR every {recipe['lr_step']} epochs × {recipe.get('lr_gamma')}" if recipe.get("lr_step") else ""),
               f"- Model options: {recipe.get('model_options') or 'none'}",
+              f"- Precision: {recipe.get('mixed_precision', 'not recorded')}; eval mode kept after the first "
+              f"validation (the released MSCI quirk): {recipe.get('keep_eval_mode_after_validation', 'not recorded')}; "
+              f"gradient-norm clipping: {recipe.get('max_grad_norm') or 'none'}",
               f"- Model selection: best validation AUC; selected epoch {document.get('epoch')}, "
               f"{document.get('training_steps')} optimisation steps",
               f"- Training time: {_duration(float(run.get('train_seconds', 0)))} on {run.get('hardware', 'unknown hardware')}",

@@ -114,10 +114,11 @@ def consistency_kl(contextual_cosines: torch.Tensor, original_cosines: torch.Ten
     over all B·C elements, of input log_softmax(original / T) and target softmax(contextual / T), times T²;
     both sides keep their gradients. That is KL(softmax(contextual/T) ‖ softmax(original/T)) / (B·C) · T².
     The mean is written out: torch warns that KLDivLoss's 'mean' will change meaning."""
-    log_input = (original_cosines.float() / temperature).log_softmax(dim=-1)
-    log_target = (contextual_cosines.float() / temperature).log_softmax(dim=-1)
+    # float64: the per-element terms are tiny (T = 20 flattens both distributions), so float32 sums round to noise
+    log_input = (original_cosines.double() / temperature).log_softmax(dim=-1)
+    log_target = (contextual_cosines.double() / temperature).log_softmax(dim=-1)
     elementwise = log_target.exp() * (log_target - log_input)
-    return elementwise.sum() / elementwise.numel() * temperature ** 2
+    return (elementwise.sum() / elementwise.numel() * temperature ** 2).float()
 
 
 def replaced_agreement(student_scores: torch.Tensor, teacher_scores: torch.Tensor, kept: int) -> torch.Tensor:

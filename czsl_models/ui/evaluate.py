@@ -197,7 +197,8 @@ def metrics_of_model(state: AppState, model_name: str, checkpoint: str | None, s
                                  progress=reporter("scoring the photos"))
     except ValueError as error:
         raise InputError(f"Cannot evaluate on this dataset: {error}.") from None
-    return {**metrics.to_dict(), "feasibility_threshold": threshold}, dataset.name
+    source = None if threshold is None else "CLIP-text feasibility (CompCos on the model's own text features)"
+    return {**metrics.to_dict(), "feasibility_threshold": threshold, "feasibility_source": source}, dataset.name
 
 
 def refresh_checkpoints(state: AppState, model_name: str | None) -> Any:
@@ -261,7 +262,8 @@ def build_evaluate_tab(state: AppState) -> tuple[Any, Any]:
             world = short_world = "open world" if open_world_value else "closed world"
             threshold = metrics["feasibility_threshold"]
             if threshold is not None:
-                world += f", leaving out implausible new combinations: feasibility below {threshold:.3f}"
+                world += (f", leaving out implausible new combinations: CLIP-text feasibility below {threshold:.3f} "
+                          "(not the benchmarks' released feasibility scores, which `reproduce` uses)")
                 short_world += ", implausible combinations left out"
             where = f"the {phase_name} photos of {escape_markdown(dataset_name)} ({world})"
             title = f"{state.display_name(model_name)} on {dataset_name}, {phase_name} ({short_world})"
