@@ -408,6 +408,25 @@ def test_epoch_order_and_shards():
     assert shard_batch([9], 1, 2) == [9]
 
 
+def test_no_process_gets_one_image():
+    """With BatchNorm in train mode, no step may hand a process a batch of one image: a final batch too small
+    for two images per process joins the one before it, and a batch size below that is refused."""
+    from czsl_models.training.trainer import check_batch_split
+
+    for world in (1, 2, 3, 4):
+        for batch_size in range(2 * world, 2 * world + 7):
+            for images in range(2 * world, 60):
+                check_batch_split(batch_size, images, world)
+                batches = epoch_batches(images, batch_size, seed=3, epoch=1, processes=world)
+                assert sorted(i for batch in batches for i in batch) == list(range(images))
+                shards = [shard_batch(batch, rank, world) for batch in batches for rank in range(world)]
+                assert min(len(shard) for shard in shards) >= 2, (world, batch_size, images)
+    assert [len(b) for b in epoch_batches(11, 4, seed=1, epoch=0, processes=2)] == [4, 7]  # 3 left: one process 1
+    for batch_size, images in ((3, 40), (8, 3)):
+        with pytest.raises(TrainError, match="at least 4 images per step"):
+            check_batch_split(batch_size, images, 2)
+
+
 def test_accelerate_launch_two_processes(tmp_path):
     """`accelerate launch --num_processes 2 --cpu` runs the same training to the end."""
     out = tmp_path / "ddp"

@@ -19,9 +19,10 @@ HEADLINE_METRICS = (("best_seen", "S", "best seen accuracy"), ("best_unseen", "U
                     ("best_hm", "HM", "best harmonic mean"), ("AUC", "AUC", "area under the seen-unseen curve"))
 
 PAPERS = {
-    "msci": ("MSCI: multi-stage cross-modal interaction (IJCAI 2025, arXiv 2505.10289). Its per-row local/global "
-             "gate is a reconstruction: the paper gives no equations for it and the released code never calls its "
-             "gated fusion module, adding whole stage outputs with static weights instead"),
+    "msci": ("MSCI: multi-stage cross-modal interaction (IJCAI 2025, arXiv 2505.10289). Variant 'released' is the "
+             "released architecture (whole stage outputs added with static per-channel weights); variant 'gated' "
+             "is this project's extension, a per-row local/global gate the released code does not contain "
+             "(config.json names the variant)"),
     "refiner": "Refiner (ICASSP 2025); this implementation is a reconstruction from the paper's abstract, no code or full text being public",
     "svip": "SVIP: semantic patch selection and contextualisation (ICCV 2025, arXiv 2503.10252), adapted to free-text states and objects",
     "clip": "CLIP zero-shot baseline (no learned parameters)",

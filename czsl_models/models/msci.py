@@ -229,7 +229,7 @@ class MSCI(CompositionModel):
     refines_text_rows = True
     display_name = "MSCI"
     summary = ("Each description ('a photo of a wet dog') looks first at small details of the photo and then at the "
-               "whole scene, and learns how much to trust each look before comparing itself with the photo.")
+               "whole scene; each look moves the description toward what it saw before it is compared with the photo.")
 
     def __init__(self, backbone: str = DEFAULT_BACKBONE, train_states: list[str] | None = None,
                  train_objects: list[str] | None = None, train_pairs: list[list[str]] | None = None,
