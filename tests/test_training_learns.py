@@ -13,13 +13,18 @@ from czsl_models.training.config import resolve_recipe
 
 @pytest.mark.slow
 def test_default_msci_run_raises_test_auc_on_shapes(tmp_path):
-    """What the Train tab and `train --model msci --dataset synthetic:shapes` do, with the tiny backbone:
-    the untrained model (the CLIP baseline) is near 0 test AUC; the default run reaches >= 0.2."""
+    """What the Train tab and `train --model msci --dataset synthetic:shapes` do, with the tiny backbone: the
+    default run trains the released variant; the CLIP baseline and the released start (λ = 0.1) are near 0 test
+    AUC; the default run reaches >= 0.2."""
     dataset = load_dataset("synthetic:shapes")
+    options = resolve_recipe(TrainConfig(model="msci", dataset="synthetic:shapes", out="-"), dataset.name).model_options
+    assert options["variant"] == "released"
+    baseline = evaluate_model(load_model("clip", backbone="tiny"), dataset, phase="test").AUC
     untrained = load_model("msci", backbone="tiny", train_states=list(dataset.states),
-                           train_objects=list(dataset.objects), train_pairs=[list(p) for p in dataset.train_pairs])
+                           train_objects=list(dataset.objects), train_pairs=[list(p) for p in dataset.train_pairs],
+                           **options)
     before = evaluate_model(untrained, dataset, phase="test").AUC
-    assert before < 0.05
+    assert baseline < 0.05 and before < 0.1
     config = TrainConfig(model="msci", dataset="synthetic:shapes", backbone="tiny", out=str(tmp_path / "run"),
                          cache_dir=str(tmp_path / "cache"), cpu=True)
     result = train(config)
