@@ -25,8 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from czsl_models.registry import load_model  # noqa: E402
-from czsl_models.vocab import Vocabulary  # noqa: E402
+from czsl_models import Vocabulary, load_model  # noqa: E402
 
 STATES = [f"state{i}" for i in range(16)]
 OBJECTS = [f"object{i}" for i in range(12)]

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from czsl_models import Vocabulary, load_model
-from czsl_models import precision
+from czsl_models.backbones import precision
 from czsl_models.models.layers import Disentangler
 from czsl_models.models.msci import MSCI, PRESETS, logit_parts
 

@@ -411,7 +411,7 @@ def test_epoch_order_and_shards():
 def test_no_process_gets_one_image():
     """With BatchNorm in train mode, no step may hand a process a batch of one image: a final batch too small
     for two images per process joins the one before it, and a batch size below that is refused."""
-    from czsl_models.training.trainer import check_batch_split
+    from czsl_models.training.batching import check_batch_split
 
     for world in (1, 2, 3, 4):
         for batch_size in range(2 * world, 2 * world + 7):
