@@ -289,3 +289,24 @@ def test_published_recipe_values():
         (1.25e-5, (1.0, 0.1, 0.1), 0.0)
     assert all(p.weight_decay == 1e-5 and (p.lr_step_epochs, p.lr_gamma) == (5, 0.5) for p in PRESETS.values())
     assert math.isclose(sum(PRESETS["mit-states"].closed_world_test_score_weights), 1.9)
+
+
+def test_untrained_released_msci_is_reported_untrained(example_images):
+    """Honesty: an untrained released MSCI is not the CLIP baseline, and every output says it is untrained."""
+    from czsl_models.cli import _format_prediction
+    from czsl_models.inference.summary import UNTRAINED_NOT_BASELINE_CAVEAT, caveats
+    from czsl_models.ui.answer import Honesty
+    from czsl_models.ui.explain import msci_weights_visual
+
+    model = load_model("msci", backbone="tiny", train_states=STATES, train_objects=OBJECTS, variant="released")
+    prediction = model.predict(example_images[0], VOCAB, top_k=3)[0]
+    clip = load_model("clip", backbone="tiny").predict(example_images[0], VOCAB, top_k=3)[0]
+    assert not prediction.trained and not prediction.untrained_equals_baseline
+    assert abs(prediction.scores - clip.scores).max() > 1e-3  # λ = 0.1 already moves the scores
+    assert UNTRAINED_NOT_BASELINE_CAVEAT in caveats(prediction)
+    assert not Honesty(False, prediction.trained, True).explanation_meaningful
+    visual = msci_weights_visual(prediction)
+    assert "untrained" in visual.caption and "exactly as CLIP" not in visual.caption
+    assert "gate" not in visual.description  # the released variant has none
+    assert "scores equal the CLIP baseline" not in _format_prediction("x.jpg", prediction, "MSCI")
+    assert "untrained" in _format_prediction("x.jpg", prediction, "MSCI")

@@ -39,8 +39,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-cache", action="store_true",
                         help="fast preset without the feature cache: encode images every epoch (no disk used)")
     parser.add_argument("--mixed-precision", choices=MIXED_PRECISION_CHOICES, default="auto",
-                        help="auto (default): what accelerate launch or accelerate config set, else bf16/fp16 on "
-                             "CUDA and none on CPU")
+                        help="auto (default): what accelerate launch or accelerate config set, else the recipe's: "
+                             "float32 under the paper preset (as released), bf16/fp16 on CUDA under fast; none on CPU")
+    parser.add_argument("--msci-variant", choices=("released", "gated"), default="released",
+                        help="MSCI: the released architecture (default) or the project's gated extension")
+    parser.add_argument("--keep-eval-mode-after-validation", action=argparse.BooleanOptionalAction, default=None,
+                        help="train every epoch after the first validation in eval mode (dropout off, BatchNorm "
+                             "frozen), as the released MSCI train_base.py does (default: the recipe's; on for "
+                             "MSCI's paper preset)")
     parser.add_argument("--report-to", choices=REPORT_TO_CHOICES, default="none",
                         help="log losses and metrics to an experiment tracker (files in OUT/logs; default none)")
     parser.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
@@ -57,7 +63,9 @@ def run_train_command(args: argparse.Namespace) -> int:
                          open_world=args.open_world, resume=args.resume, num_workers=args.num_workers,
                          cache_dir=args.cache_dir, cache_dtype=args.cache_dtype,
                          use_feature_cache=not args.no_cache, mixed_precision=args.mixed_precision,
-                         cpu=args.cpu, save_every_steps=args.save_every, report_to=args.report_to)
+                         cpu=args.cpu, save_every_steps=args.save_every, report_to=args.report_to,
+                         msci_variant=args.msci_variant,
+                         keep_eval_mode_after_validation=args.keep_eval_mode_after_validation)
     stop = threading.Event()
     previous = None
     if threading.current_thread() is threading.main_thread():
