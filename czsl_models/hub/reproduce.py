@@ -79,8 +79,6 @@ def _write_json(path: Path, document: dict[str, Any]) -> None:
 def _ensure_dataset(options: ReproduceOptions, log: Callable[[str], None]) -> tuple[Path, dict[str, Any]]:
     """The installed benchmark folder (downloaded when missing, with its released feasibility file) and its
     DOWNLOAD.json."""
-    import os as _os
-
     from ..data.benchmarks import benchmark
     from ..data.download import MIRROR_ENV, RECORD_NAME, default_root, install_benchmark
     from ..data.feasibility_files import install_feasibility
@@ -90,7 +88,7 @@ def _ensure_dataset(options: ReproduceOptions, log: Callable[[str], None]) -> tu
     root = Path(options.root).expanduser() if options.root else default_root()
     target = root / bench.folder
     policy = FetchPolicy(progress=sys.stderr.isatty())
-    mirror = options.mirror if options.mirror is not None else (_os.environ.get(MIRROR_ENV) or None)
+    mirror = options.mirror if options.mirror is not None else (os.environ.get(MIRROR_ENV) or None)
     if target.is_dir() and not (target / RECORD_NAME).is_file():
         log(f"Using {target} as it is (it was not installed by `download`).")
         record: dict[str, Any] = {}
