@@ -88,7 +88,7 @@ def test_evaluate_command_with_feasibility(capsys):
     assert document["feasibility_threshold"] in tried
     assert tried[document["feasibility_threshold"]] == max(tried.values())
     assert cli_main(base + ["--feasibility-threshold", "0.5"]) == 0
-    assert "unseen pairs with feasibility below 0.5000 masked" in capsys.readouterr().out
+    assert "unseen pairs with CLIP-text feasibility below 0.5000 masked" in capsys.readouterr().out
     assert cli_main(base[:-1] + ["--feasibility-threshold", "0.5"]) == 2
     assert "add --open-world" in capsys.readouterr().err
     with pytest.raises(SystemExit):
