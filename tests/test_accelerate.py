@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from czsl_models.training import TrainConfig, TrainError, train
+from czsl_models.training.config import resolve_recipe
 from czsl_models.training.trainer import _Run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,8 +31,10 @@ def accelerator_options(monkeypatch, tmp_path, **config) -> dict:
             seen.update(kwargs)
 
     monkeypatch.setattr(accelerate, "Accelerator", Recording)
-    _Run(TrainConfig(model="msci", dataset=DATASET, out=str(tmp_path / "run"), backbone="tiny", **config),
-         None, None)._accelerator()
+    train_config = TrainConfig(model="msci", dataset=DATASET, out=str(tmp_path / "run"), backbone="tiny", **config)
+    run = _Run(train_config, None, None)
+    run.recipe = resolve_recipe(train_config, "synthetic-shapes")  # the trainer resolves it before _accelerator
+    run._accelerator()
     return seen
 
 
@@ -44,6 +47,19 @@ def test_mixed_precision_only_when_asked(monkeypatch, tmp_path):
     assert "mixed_precision" not in accelerator_options(monkeypatch, tmp_path)
     assert accelerator_options(monkeypatch, tmp_path, mixed_precision="no")["mixed_precision"] == "no"
     assert "log_with" not in accelerator_options(monkeypatch, tmp_path)
+
+
+def test_recipe_precision_on_a_gpu(monkeypatch, tmp_path):
+    """Nobody asking, on a GPU: the paper preset trains in float32 as the released code does, the fast preset
+    under bf16 autocast; an explicit --mixed-precision still wins."""
+    import torch
+
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    monkeypatch.setattr("czsl_models.backbones.default_device", lambda: torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    assert accelerator_options(monkeypatch, tmp_path, preset="paper")["mixed_precision"] == "no"
+    assert accelerator_options(monkeypatch, tmp_path)["mixed_precision"] == "bf16"
+    assert accelerator_options(monkeypatch, tmp_path, preset="paper", mixed_precision="bf16")["mixed_precision"] == "bf16"
 
 
 def test_unknown_tracker_is_refused(tmp_path):
