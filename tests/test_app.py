@@ -313,7 +313,8 @@ def test_evaluate_the_open_world_with_feasibility(client, app_server):
     args = ("A model on a dataset", "msci", str(folders[-1]), SOURCE_SYNTHETIC, None, "", "test", True, None)
     plain, _, _ = client.predict(*args, False, api_name="/evaluate")
     summary, curve, table = client.predict(*args, True, api_name="/evaluate")
-    assert "(open world)" in plain and "leaving out implausible new combinations: feasibility below " in summary
+    assert "(open world)" in plain and "leaving out implausible new combinations: CLIP-text feasibility below " in summary
+    assert "released feasibility scores, which `reproduce` uses" in summary  # a custom vocabulary says which it uses
     assert Image.open(curve).size[0] > 300 and len(table["data"]) == 6
 
 
