@@ -80,11 +80,9 @@ def test_the_page_opens_answered_honestly_and_follows_every_change(app_url, brow
     first = answer_text(page)
     assert first.startswith("Best guess:") and "random — demo mode" in first and "%" not in first, first
     assert page.locator("#predict-answer li").count() == 5
-    # The untrained model's explanation is collapsed behind "Show anyway", stamped and described for screen readers.
+    # The explanation is open and marked as not meaningful, for screen readers too.
     explain = page.locator("#predict-explain")
-    assert "Show anyway" in explain.inner_text() and "not trained" in explain.inner_text()
-    assert not page.locator("#predict-visual-0 img").is_visible()
-    explain.get_by_text("Show anyway").click()
+    assert "not meaningful" in explain.inner_text()
     page.locator("#predict-visual-0 img").wait_for(state="visible", timeout=10_000)
     alt = page.locator("#predict-visual-0 img").get_attribute("alt") or ""
     assert "not meaningful" in alt and len(alt) > 40, alt
@@ -111,7 +109,7 @@ def test_the_page_opens_answered_honestly_and_follows_every_change(app_url, brow
     page.wait_for_function("() => document.querySelector('#predict-states textarea').value.includes('stacked')",
                            timeout=30_000)
     page.locator("#predict-compare").click()
-    page.wait_for_function("() => (document.querySelector('#compare-headline')?.innerText || '').includes('agree')",
+    page.wait_for_function("() => (document.querySelector('#compare-headline')?.innerText || '').includes('best guess')",
                            timeout=60_000)
     assert "old_coins" in page.locator("#compare-words").inner_text()
     assert page.locator("#compare-table tbody tr").count() == 5

@@ -107,14 +107,14 @@ def training_disabled_reason() -> str | None:
                 "request, far less than a training run needs. Train on your own machine (`python -m czsl_models "
                 "train ...`) or on a Space with dedicated hardware, then load the weights here.")
     if not env_switch("CZSL_ENABLE_TRAINING", True):
-        return "Training is switched off on this server by its host (CZSL_ENABLE_TRAINING=0)."
+        return "Training is switched off on this server by its host."
     return None
 
 
 def publishing_disabled_reason() -> str | None:
     """Why publishing is off here, or None when it is on (CZSL_ENABLE_PUBLISHING; on a Space it needs sign-in)."""
     if not env_switch("CZSL_ENABLE_PUBLISHING", True):
-        return "Publishing is switched off on this server by its host (CZSL_ENABLE_PUBLISHING=0)."
+        return "Publishing is switched off on this server by its host."
     if on_space() and not oauth_configured():
         return ("Publishing is off on this Space: it has no Hugging Face sign-in (its README needs `hf_oauth: true`), "
                 "and it never publishes with its host's token. Publish from your own machine instead "

@@ -49,8 +49,8 @@ def parse_checkpoint_list(text: str | None) -> list[tuple[str, str | None]]:
     return entries
 
 
-def _headline(directory: Path) -> tuple[str | None, dict]:
-    """The dataset and closed-world test metrics recorded in metrics.json, if any."""
+def checkpoint_headline(directory: Path) -> tuple[str | None, dict]:
+    """The dataset and closed-world test metrics recorded in a checkpoint's metrics.json, if any."""
     try:
         document = json.loads((directory / "metrics.json").read_text())
     except (OSError, ValueError):
@@ -83,7 +83,7 @@ def fetch_hosted_checkpoints(text: str | None = None, token: str | None = None,
         except CheckpointError as error:
             LOGGER.warning("Skipping checkpoint %s: %s", shown, error)
             continue
-        dataset, metrics = _headline(directory)
+        dataset, metrics = checkpoint_headline(directory)
         checkpoint = HostedCheckpoint(repo_id, revision, directory, config["model_type"], str(config.get("backbone")),
                                       dataset, metrics)
         log(f"Checkpoint {index} of {len(entries)} ready: {checkpoint.label}")

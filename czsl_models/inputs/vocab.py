@@ -18,7 +18,13 @@ MAX_TEXT_CHARS = 2_000_000  # one request's states, objects and pair list togeth
 
 
 class VocabularyError(ValueError):
-    """The vocabulary cannot be used; the message says why and how to fix it."""
+    """The vocabulary cannot be used; the message says why and how to fix it. A host_hint (how whoever runs the
+    program can change a limit) follows the message in str(error); visitors of the app see only the message."""
+
+    def __init__(self, message: str, host_hint: str = "") -> None:
+        super().__init__(f"{message} {host_hint}".strip())
+        self.visitor_message = message
+        self.host_hint = host_hint
 
 
 def max_words_limit() -> int:
@@ -70,8 +76,8 @@ def _check_count(words: Sequence[str], kind: str, limit: int) -> None:
         raise VocabularyError(f"The list of {kind} is empty: type at least one, separated by commas or new lines.")
     if len(words) > limit:
         raise VocabularyError(
-            f"{len(words):,} {kind} is more than the limit of {limit:,}. Use fewer, or raise the limit "
-            f"with the environment variable CZSL_MAX_WORDS (or max_words=...)."
+            f"{len(words):,} {kind} is more than the limit of {limit:,}. Use fewer.",
+            "Whoever runs it can raise the limit with the environment variable CZSL_MAX_WORDS (or max_words=...)."
         )
 
 
@@ -111,8 +117,8 @@ class Vocabulary:
             if count > pair_limit:
                 raise VocabularyError(
                     f"Open world with {len(state_list):,} states x {len(object_list):,} objects gives {count:,} pairs, "
-                    f"more than the limit of {pair_limit:,}. Use fewer words, a closed-world pair list, or raise the "
-                    f"limit with the environment variable CZSL_MAX_PAIRS (or max_pairs=...)."
+                    f"more than the limit of {pair_limit:,}. Use fewer words or a closed-world pair list.",
+                    "Whoever runs it can raise the limit with the environment variable CZSL_MAX_PAIRS (or max_pairs=...)."
                 )
             indices = tuple((s, o) for s in range(len(state_list)) for o in range(len(object_list)))
             open_world = True
@@ -122,7 +128,8 @@ class Vocabulary:
                 raise VocabularyError("The pair list is empty: give one 'state object' pair a line, or use the open world.")
             if len(indices) > pair_limit:
                 raise VocabularyError(
-                    f"{len(indices):,} pairs is more than the limit of {pair_limit:,}; raise it with CZSL_MAX_PAIRS."
+                    f"{len(indices):,} pairs is more than the limit of {pair_limit:,}. Use fewer.",
+                    "Whoever runs it can raise the limit with CZSL_MAX_PAIRS."
                 )
             open_world = False
         seen = None

@@ -1,5 +1,6 @@
-"""The answer as a person reads it: one headline with a plain confidence word, the ranked list under it,
-and the states and objects that appear in it; honest about random or untrained output.
+"""The answer as a person reads it: one headline with a plain word for the top answer's lead, the words that
+were looked for, the ranked list under it (each answer's share among the listed pairs, not a calibrated
+probability), and the states and objects that appear in it; honest about random or untrained output.
 
 Pure functions returning HTML strings (every word a visitor typed is escaped), so they are tested
 without a browser and shared by Predict and Compare."""
@@ -16,11 +17,14 @@ from ..backbones import BackboneSpec
 from ..models.base import Prediction, RankedPair
 
 RANDOM_STAMP = "random — demo mode"
-CONFIDENCE_WORDS = (  # (lowest top probability, lowest lead over the runner-up, word), checked in order
-    (0.6, 2.0, "sure"),
-    (0.35, 1.3, "fairly sure"),
-    (0.0, 0.0, "unsure: a close call"),
+# The shares are a softmax over the pairs listed, not calibrated probabilities (with three pairs a random guess can
+# take 90%), so the word says how far the top answer leads the others, never how sure the model is.
+LEAD_WORDS = (  # (lowest top share, lowest lead over the runner-up, word), checked in order
+    (0.6, 2.0, "far ahead"),
+    (0.35, 1.3, "ahead"),
+    (0.0, 0.0, "a close call"),
 )
+MAX_WORDS_SHOWN = 12  # "Looking for" lists this many words of each kind, then "and N more"
 
 
 @dataclass(frozen=True)
@@ -66,17 +70,35 @@ def ranking_probabilities(prediction: Prediction) -> list[float]:
             for item in prediction.ranking]
 
 
-def confidence_word(probabilities: Sequence[float]) -> str:
-    """'sure', 'fairly sure' or 'unsure: a close call', from the top probability and its lead."""
+@dataclass(frozen=True)
+class LookingFor:
+    """The words a prediction searched for, shown beside its answer."""
+
+    states: tuple[str, ...]
+    objects: tuple[str, ...]
+    pairs: int  # how many state-object combinations were ranked
+
+    def text(self) -> str:
+        """'Looking for: states sliced, whole · objects apple, bread (4 combinations)'."""
+        def words(items: tuple[str, ...]) -> str:
+            shown = ", ".join(items[:MAX_WORDS_SHOWN])
+            return shown + (f" and {len(items) - MAX_WORDS_SHOWN} more" if len(items) > MAX_WORDS_SHOWN else "")
+
+        return (f"Looking for: states {words(self.states)} · objects {words(self.objects)} "
+                f"({self.pairs:,} combinations)")
+
+
+def lead_word(probabilities: Sequence[float]) -> str:
+    """'far ahead', 'ahead' or 'a close call', from the top share and its lead over the runner-up."""
     if not probabilities:
-        return CONFIDENCE_WORDS[-1][2]
+        return LEAD_WORDS[-1][2]
     first = probabilities[0]
     second = probabilities[1] if len(probabilities) > 1 else 0.0
     lead = first / second if second > 0 else float("inf")
-    for lowest, lowest_lead, word in CONFIDENCE_WORDS:
+    for lowest, lowest_lead, word in LEAD_WORDS:
         if first >= lowest and lead >= lowest_lead:
             return word
-    return CONFIDENCE_WORDS[-1][2]
+    return LEAD_WORDS[-1][2]
 
 
 def _seen_tag(item: RankedPair) -> str:
@@ -87,25 +109,35 @@ def _seen_tag(item: RankedPair) -> str:
 
 
 def headline_text(prediction: Prediction, honesty: Honesty) -> str:
-    """The headline as plain text: 'Best guess: sliced apple (fairly sure)'."""
+    """The headline as plain text: 'Best guess: sliced apple (ahead)'."""
     if not prediction.ranking:
         return "No answer: there was nothing to rank."
     name = pair_name(prediction.ranking[0])
     if honesty.random_backbone:
         return f"Best guess: {name} ({RANDOM_STAMP})"
-    return f"Best guess: {name} ({confidence_word(ranking_probabilities(prediction))})"
+    return f"Best guess: {name} ({lead_word(ranking_probabilities(prediction))})"
 
 
-def answer_html(prediction: Prediction, honesty: Honesty, previous: bool = False) -> str:
-    """The headline answer and the ranked list under it (bars and percentages only when they mean something)."""
+def looking_for_html(looking_for: LookingFor | None) -> str:
+    """The words searched for, as one line under the headline ('' when unknown)."""
+    if looking_for is None:
+        return ""
+    return f'<p class="czsl-looking">{html.escape(looking_for.text())}</p>'
+
+
+def answer_html(prediction: Prediction, honesty: Honesty, previous: bool = False,
+                looking_for: LookingFor | None = None) -> str:
+    """The headline answer, the words looked for and the ranked list under it (bars and shares only when they
+    mean something)."""
     if not prediction.ranking:
-        return '<div class="czsl-answer"><p class="czsl-headline">No answer: there was nothing to rank.</p></div>'
+        return ('<div class="czsl-answer"><p class="czsl-headline">No answer: there was nothing to rank.</p>'
+                f'{looking_for_html(looking_for)}</div>')
     probabilities = ranking_probabilities(prediction)
     top = html.escape(pair_name(prediction.ranking[0]))
     if honesty.random_backbone:
         judgement = f'<span class="czsl-stamp">{RANDOM_STAMP}</span>'
     else:
-        judgement = f'<span class="czsl-confidence">{html.escape(confidence_word(probabilities))}</span>'
+        judgement = f'<span class="czsl-lead">{html.escape(lead_word(probabilities))}</span>'
     rows = []
     for item, probability in zip(prediction.ranking, probabilities):
         name = html.escape(pair_name(item)) + _seen_tag(item)
@@ -116,13 +148,16 @@ def answer_html(prediction: Prediction, honesty: Honesty, previous: bool = False
             rows.append(f'<li><span class="czsl-name">{name}</span>'
                         f'<span class="czsl-bar" aria-hidden="true"><span style="width:{percent:.1f}%"></span></span>'
                         f'<span class="czsl-percent">{percent:.0f}%</span></li>')
+    count = len(prediction.scores) if prediction.scores is not None else len(prediction.ranking)
     caption = ("The ranked answers (with random weights the order is random)." if honesty.random_backbone
-               else "The ranked answers, with how likely the model finds each.")
+               else f"The ranked answers, each with its share among the {count:,} combinations listed (the shares "
+                    "add up to 100% over all of them; not how sure the model is).")
     classes = "czsl-answer czsl-previous" if previous else "czsl-answer"
     marker = ('<p class="czsl-previous-note">Previous answer: it belongs to the earlier photo or settings.</p>'
               if previous else "")
     return (f'<div class="{classes}">{marker}'
             f'<p class="czsl-headline">Best guess: <strong>{top}</strong> {judgement}</p>'
+            f'{looking_for_html(looking_for)}'
             f'<p class="czsl-caption">{caption}</p>'
             f'<ol class="czsl-ranking">{"".join(rows)}</ol></div>')
 
@@ -151,4 +186,5 @@ def details_html(prediction: Prediction) -> str:
 
 def message_html(message: str, kind: str = "error") -> str:
     """One short message above the answer (an error, or that the answer is out of date)."""
-    return f'<p class="czsl-message czsl-{kind}" role="alert">{html.escape(message)}</p>'
+    role = "alert" if kind == "error" else "status"
+    return f'<p class="czsl-message czsl-{kind}" role="{role}">{html.escape(message)}</p>'

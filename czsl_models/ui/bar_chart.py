@@ -15,8 +15,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-WIDTH = 640
-TOP_MARGIN = 40  # clear of the image viewer's download and full-screen buttons
+WIDTH = 480  # shown about 325 px wide on a phone: 15 px words stay about 10 px
+TOP_MARGIN = 12  # the viewer's download and full-screen buttons sit above the picture (theme.py), not over it
 SIDE_MARGIN = 14
 TEXT = 15  # px: row names, ticks, axis title and legend; still about 11 px when a phone shrinks the picture
 BAR_TEXT = 13
@@ -127,8 +127,9 @@ def horizontal_bars(rows: Sequence[str], series: Sequence[Series], x_label: str,
         text = tick_text(tick, ticks)
         draw.text((x(tick) - measure.textlength(text, font=text_font) / 2, plot_bottom + 6), text,
                   fill=AXIS_COLOUR, font=text_font)
-    draw.text(((plot_left + plot_right) / 2 - measure.textlength(x_label, font=text_font) / 2,
-               plot_bottom + TEXT + 12), x_label, fill=AXIS_COLOUR, font=text_font)
+    label_length = measure.textlength(x_label, font=text_font)  # centred under the plot, moved in to fit
+    label_left = max(SIDE_MARGIN, min((plot_left + plot_right - label_length) / 2, WIDTH - SIDE_MARGIN - label_length))
+    draw.text((label_left, plot_bottom + TEXT + 12), x_label, fill=AXIS_COLOUR, font=text_font)
 
     for index, row in enumerate(rows):
         top = plot_top + index * row_height + 7

@@ -24,8 +24,16 @@ from .train import build_train_tab
 TITLE = "State + object recognition"
 DEFAULT_PREDICT_CONCURRENCY = 4
 INTRO = (f"# {TITLE}\n"
-         "Upload a photo or click an example: the app describes it as a **state + object**, such as *sliced apple* "
-         "or *rusty bike*, with a picture of why. It also handles combinations it has never seen.")
+         "Upload a photo or click an example: the app names its **state + object** (*sliced apple*, *rusty bike*), "
+         "even combinations it never saw, with a picture of why.")
+
+
+def banner_markdown(text: str) -> str:
+    """A banner: its first sentence in bold (all a phone shows), the rest after it."""
+    head, _, rest = text.partition(". ")
+    if not rest:
+        return f"⚠️ **{text}**"
+    return f'⚠️ **{head}.** <span class="czsl-banner-more">{rest}</span>'
 
 
 def example_photos(folder: Path | None = None) -> list[str]:
@@ -47,10 +55,10 @@ def build_app(state: AppState, examples: list[str] | None = None) -> gr.Blocks:
     concurrency = predict_concurrency()
     with gr.Blocks(title=TITLE, delete_cache=(3600, 3600)) as demo:
         if state.banner:
-            gr.Markdown(f"⚠️ {state.banner}", elem_classes=["czsl-banner"], elem_id="backbone-banner")
+            gr.Markdown(banner_markdown(state.banner), elem_classes=["czsl-banner"], elem_id="backbone-banner")
         if storage_note():
-            gr.Markdown(f"⚠️ {storage_note()}", elem_classes=["czsl-banner"], elem_id="storage-banner")
-        gr.Markdown(INTRO)
+            gr.Markdown(banner_markdown(storage_note()), elem_classes=["czsl-banner"], elem_id="storage-banner")
+        gr.Markdown(INTRO, elem_id="intro")
         with gr.Tabs() as tabs:
             with gr.Tab("Predict", id="predict") as predict_tab:
                 predict = build_predict_tab(state, catalogue, concurrency)

@@ -1,6 +1,6 @@
-"""The Compare tab: the Predict tab's photo and words through every model, sharing one backbone pass;
+"""The Compare tab: the Predict tab's photo, words and weights through every model, sharing one backbone pass;
 the differences first (one table, rank changes against CLIP, a one-line headline), timings for
-researchers in a closed panel."""
+researchers in a closed panel. A result whose inputs changed since is marked out of date."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ from ..hosting.space import GPU_SECONDS
 from ..models.base import CompositionModel, Prediction, VisualRequest
 from .answer import Honesty, is_random_backbone
 from .differences import comparison_headline, comparison_table_html
-from .explain import build_visuals, watermark
+from .explain import build_visuals, mark_not_meaningful
 from .inputs import build_vocabulary, friendly_errors, read_photo, uploaded_path
-from .state import AppState, gpu_function
+from .state import UNTRAINED, AppState, gpu_function
 from .text import escape_markdown
 
 COMPARE_TOP_K = 5
@@ -47,14 +47,22 @@ def shares_vision_pass(model: CompositionModel) -> bool:
     return bool(getattr(model, "shares_vision_pass", True))
 
 
+def compared_weights(state: AppState, use_checkpoints: bool, chosen: dict[str, str] | None = None) -> dict[str, str]:
+    """The weights each model runs with: those chosen in Predict for its model, every other model's default
+    weights (the same rule Predict opens with), or none at all when use_checkpoints is off."""
+    if not use_checkpoints:
+        return {name: UNTRAINED for name in state.model_names()}
+    chosen = chosen or {}
+    return {name: chosen[name] if name in chosen else state.default_checkpoint(name) for name in state.model_names()}
+
+
 @gpu_function(duration=GPU_SECONDS["compare"])
-def compare_models(state: AppState, photo, vocabulary_args: tuple, use_checkpoints: bool
-                   ) -> tuple[list[ModelAnswer], float]:
-    """Every model's top-5 for one photo; one backbone pass is shared by the models that can share it.
-    Returns the answers and the seconds the shared pass took."""
+def compare_models(state: AppState, photo, vocabulary_args: tuple, use_checkpoints: bool,
+                   chosen: dict[str, str] | None = None) -> tuple[list[ModelAnswer], float]:
+    """Every model's top-5 for one photo (weights by compared_weights); one backbone pass is shared by the models
+    that can share it. Returns the answers and the seconds the shared pass took."""
     models: list[tuple[CompositionModel, str]] = []
-    for name in state.model_names():
-        checkpoint = state.newest_checkpoint(name) if use_checkpoints else ""
+    for name, checkpoint in compared_weights(state, use_checkpoints, chosen).items():
         models.append((state.get_model(name, checkpoint), checkpoint))
     backbone = state.backbone
     sharing = [model for model, _ in models if shares_vision_pass(model)]
@@ -121,7 +129,7 @@ def thumbnails(answers: list[ModelAnswer], photo, random_backbone: bool) -> list
         if not visuals:
             continue
         honesty = Honesty(random_backbone, answer.prediction.trained, answer.name != "clip")
-        visual = visuals[0] if honesty.explanation_meaningful else watermark(visuals[0], honesty.caveat)
+        visual = visuals[0] if honesty.explanation_meaningful else mark_not_meaningful(visuals[0], honesty.caveat)
         image = visual.image
         small = image.resize((THUMBNAIL_WIDTH, max(1, round(image.height * THUMBNAIL_WIDTH / image.width))),
                              Image.LANCZOS)
@@ -145,56 +153,97 @@ def inputs_summary(image_value: Any, states_text: str, objects_text: str) -> str
     path = uploaded_path(image_value)
     photo = f"*{html.escape(Path(path).name)}*" if path else "no photo yet"
     return (f"Photo: {photo}. States: {html.escape(states_text or '')}. Objects: {html.escape(objects_text or '')}. "
-            "Change them in the **Predict** tab.")
+            "Change them, and the weights, in the **Predict** tab.")
+
+
+def weights_summary(state: AppState, weights: dict[str, str]) -> str:
+    """Which weights each model runs with and what they were trained on (one line each)."""
+    lines = []
+    for name, checkpoint in weights.items():
+        if name == "clip":
+            continue
+        facts = state.trained_on(checkpoint)
+        if not checkpoint:
+            what = "no trained weights (answers like the CLIP baseline)"
+        else:
+            what = f"*{escape_markdown(Path(checkpoint).name)}*" + (f", {escape_markdown(facts.describe())}"
+                                                                    if facts else "")
+        lines.append(f"- **{state.display_name(name)}**: {what}")
+    return "Weights (the same as in Predict):\n" + "\n".join(lines)
+
+
+def inputs_key(*values: Any) -> str:
+    """What a comparison depended on, as one string: a result whose key differs from the screen's is out of date."""
+    return repr(tuple(uploaded_path(value) if index == 0 else value for index, value in enumerate(values)))
+
+
+STALE_NOTE = ('<p class="czsl-previous-note" role="status">Out of date: the photo, words or weights changed since '
+              'this comparison. Press <strong>Compare all models</strong> to update it.</p>')
 
 
 def build_compare_tab(state: AppState, shared: Any, concurrency_limit: int) -> CompareTab:
-    """Lay out the Compare tab (on the Predict tab's photo and words) and wire its events."""
+    """Lay out the Compare tab (on the Predict tab's photo, words and weights) and wire its events."""
     names = state.model_names()
     display_names = {name: state.display_name(name) for name in names}
     random_backbone = is_random_backbone(state.backbone.spec)
-    gr.Markdown("The photo and words from the **Predict** tab, through every model at once: where they agree, and "
-                "where they differ.")
+    gr.Markdown("The photo, words and weights from the **Predict** tab, through every model at once: where they "
+                "agree, and where they differ.")
     with gr.Row(equal_height=False):
         with gr.Column(scale=3, min_width=260):
             preview = gr.Image(label="The photo", interactive=False, height=200, elem_id="compare-image", buttons=[])
             words = gr.Markdown("", elem_id="compare-words")
             run = gr.Button("Compare all models", variant="primary", elem_id="compare-button")
-            use_checkpoints = gr.Checkbox(True, label="Use each model's newest trained weights when there are any")
+            weights = gr.Markdown("", elem_id="compare-weights")
         with gr.Column(scale=8, min_width=300):
+            stale = gr.HTML("", visible=False, elem_id="compare-stale")
             headline = gr.Markdown("", elem_id="compare-headline")
             table = gr.HTML("", elem_id="compare-table")
-            gallery = gr.Gallery(label="Each model's explanation (click to enlarge)", columns=4, height=300,
+            gallery = gr.Gallery(label="Each model's explanation (click to enlarge)", columns=4, height="auto",
                                  object_fit="contain", elem_id="compare-thumbnails", visible=False)
             with gr.Accordion("Timings (for researchers)", open=False, elem_id="compare-timings-box"):
                 timings = gr.Markdown("", elem_id="compare-timings")
+    compared = gr.State("")  # inputs_key of the comparison on screen
 
     @friendly_errors
-    def on_compare(image_value, states_text, objects_text, world_value, pairs_text, use_checkpoints_value):
-        """Rank the photo's compositions with every model; show where they differ."""
+    def on_compare(image_value, states_text, objects_text, world_value, pairs_text, model_name, checkpoint_value):
+        """Rank the photo's compositions with every model (Predict's weights); show where they differ."""
         photo = read_photo(image_value)
+        chosen = {model_name: (checkpoint_value or UNTRAINED).strip()} if model_name else {}
         answers, shared_seconds = compare_models(state, photo, (states_text, objects_text, world_value, pairs_text),
-                                                 bool(use_checkpoints_value))
+                                                 True, chosen)
         predictions = {answer.name: answer.prediction for answer in answers}
         line = comparison_headline(predictions, names, display_names)
         if random_backbone:
             line += " *(random — demo mode: these answers mean nothing.)*"
         pictures = thumbnails(answers, photo, random_backbone)
-        return [uploaded_path(image_value), inputs_summary(image_value, states_text, objects_text), line,
+        used = {answer.name: answer.checkpoint for answer in answers}
+        return [uploaded_path(image_value), inputs_summary(image_value, states_text, objects_text),
+                weights_summary(state, used), gr.update(value="", visible=False), line,
                 comparison_table_html(predictions, names, display_names),
                 gr.update(value=pictures, visible=bool(pictures)),
-                timings_markdown(answers, shared_seconds, str(state.backbone.device))]
+                timings_markdown(answers, shared_seconds, str(state.backbone.device)),
+                inputs_key(image_value, states_text, objects_text, world_value, pairs_text, model_name,
+                           checkpoint_value)]
 
-    def on_inputs(image_value, states_text, objects_text):
-        """Show which photo and words a comparison will use."""
-        return uploaded_path(image_value), inputs_summary(image_value, states_text, objects_text)
+    def on_inputs(image_value, states_text, objects_text, world_value, pairs_text, model_name, checkpoint_value,
+                  compared_key):
+        """Show which photo and words a comparison will use; mark a result made with other inputs out of date."""
+        key = inputs_key(image_value, states_text, objects_text, world_value, pairs_text, model_name,
+                         checkpoint_value)
+        out_of_date = bool(compared_key) and key != compared_key
+        return (uploaded_path(image_value), inputs_summary(image_value, states_text, objects_text),
+                gr.update(value=STALE_NOTE if out_of_date else "", visible=out_of_date))
 
-    inputs = [shared.image, shared.states, shared.objects, shared.world, shared.pairs, use_checkpoints]
-    outputs = [preview, words, headline, table, gallery, timings]
+    tracked = [shared.image, shared.states, shared.objects, shared.world, shared.pairs, shared.model,
+               shared.checkpoint]
+    inputs = list(tracked)
+    outputs = [preview, words, weights, stale, headline, table, gallery, timings, compared]
     run.click(on_compare, inputs=inputs, outputs=outputs, preprocess=False, concurrency_limit=concurrency_limit,
               concurrency_id="predict", api_name="compare")
-    for what, component in (("photo", shared.image), ("states", shared.states), ("objects", shared.objects)):
-        component.change(on_inputs, inputs=[shared.image, shared.states, shared.objects], outputs=[preview, words],
+    for what, component in (("photo", shared.image), ("states", shared.states), ("objects", shared.objects),
+                            ("world", shared.world), ("pairs", shared.pairs), ("model", shared.model),
+                            ("weights", shared.checkpoint)):
+        component.change(on_inputs, inputs=[*tracked, compared], outputs=[preview, words, stale],
                          preprocess=False, api_name=f"compare_{what}_changed",
                          api_visibility="private", show_progress="hidden")
     return CompareTab(run=on_compare, inputs=inputs, outputs=outputs, concurrency_limit=concurrency_limit)

@@ -30,10 +30,15 @@ def comparison_rows(predictions: dict[str, Prediction], order: Sequence[str]) ->
     return sorted(rows, key=lambda pair: rows[pair])
 
 
+NOT_IN_BASELINE = "★"  # not "new": Predict calls a pair never seen in training a "new combination"
+LEGEND = ("How to read it: #1 is a model's best guess. ▲2 or ▼1: that many places higher or lower than the CLIP "
+          f"baseline ranks it. {NOT_IN_BASELINE}: not in the CLIP baseline's top five. —: not in that model's top five.")
+
+
 def _change(rank: int | None, baseline: int | None) -> str:
     if rank is None or baseline is None:
-        return ' <span class="czsl-change czsl-new" title="not in the baseline\'s list">new</span>' \
-            if rank is not None and baseline is None else ""
+        return (f' <span class="czsl-change czsl-new" title="not in the CLIP baseline\'s top five">{NOT_IN_BASELINE}'
+                '</span>') if rank is not None and baseline is None else ""
     if rank < baseline:
         return f' <span class="czsl-change czsl-up" title="higher than in the CLIP baseline">▲{baseline - rank}</span>'
     if rank > baseline:
@@ -61,9 +66,7 @@ def comparison_table_html(predictions: dict[str, Prediction], order: Sequence[st
             top = " czsl-top" if shown == 1 else ""
             cells.append(f'<td class="czsl-rank{top}">#{shown}{change}</td>')
         body.append(f'<tr><th scope="row">{html.escape(pair)}</th>{"".join(cells)}</tr>')
-    return ('<div class="czsl-compare-wrap"><table class="czsl-compare"><caption>Where each model ranks each '
-            'answer (#1 is its best guess); ▲ and ▼: higher or lower than the CLIP baseline ranks it; "new": '
-            'not in the baseline\'s top five; —: not in that model\'s top five.</caption>'
+    return (f'<div class="czsl-compare-wrap"><table class="czsl-compare"><caption>{html.escape(LEGEND)}</caption>'
             f'<thead><tr><th scope="col">Answer</th>{header}</tr></thead><tbody>{"".join(body)}</tbody></table></div>')
 
 
@@ -74,12 +77,15 @@ def comparison_headline(predictions: dict[str, Prediction], order: Sequence[str]
     if not names:
         return "No model gave an answer."
     tops = {name: f"{predictions[name].ranking[0].state} {predictions[name].ranking[0].object}" for name in names}
-    baseline = tops.get(BASELINE)
     if len(set(tops.values())) == 1:
-        return f"All {len(names)} models agree on the top answer: **{html.escape(next(iter(tops.values())))}**."
-    differing = [name for name in names if name != BASELINE and tops[name] != baseline]
-    who = " and ".join(display_names.get(name, name) for name in differing)
-    says = "; ".join(f"{display_names.get(name, name)}: **{html.escape(tops[name])}**" for name in differing)
-    if baseline is None:
-        return f"The models disagree on the top answer ({says})."
-    return (f"{who} and CLIP disagree on the top answer: CLIP says **{html.escape(baseline)}**; {says}.")
+        return f"All {len(names)} models give the same best guess: **{html.escape(next(iter(tops.values())))}**."
+    groups: dict[str, list[str]] = {}  # best guess -> the models giving it, in the table's order (CLIP first)
+    for name in names:
+        groups.setdefault(tops[name], []).append(display_names.get(name, name))
+    says = "; ".join(f"{_joined(models)}: **{html.escape(answer)}**" for answer, models in groups.items())
+    return f"The models' best guesses differ. {says}."
+
+
+def _joined(names: list[str]) -> str:
+    """'A', 'A and B', 'A, B and C'."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"

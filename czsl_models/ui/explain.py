@@ -29,8 +29,10 @@ REPLACED_COLOUR = (74, 78, 105)
 EVIDENCE_COLOUR = (255, 255, 255)  # drawn over a black outline: visible on light and dark content alike
 HEAT_COLORMAP = "viridis"  # perceptually even and readable with colour-vision deficiencies
 PANEL_GAP = 10
-TOP_MARGIN = 34  # keeps panel titles clear of the viewer's download and full-screen buttons
+TOP_MARGIN = 6  # the viewer's download and full-screen buttons sit above the picture (theme.py), not over it
 TITLE_HEIGHT = 26 + TOP_MARGIN
+PANEL_TEXT = 15
+MAX_ROW_WIDTH = 480  # px: shown about 325 px wide on a phone, 15 px words stay about 10 px
 LEGEND_HEIGHT = 30
 COLOUR_BAR_HEIGHT = 44
 
@@ -51,24 +53,28 @@ class Visual:
         return self.description or f"{self.title}. {self.caption}"
 
 
-def watermark(visual: Visual, text: str) -> Visual:
-    """The visual with 'text' stamped across it in large letters, and said so in its alt text."""
-    image = visual.image.convert("RGBA")
-    layer = Image.new("RGBA", image.size, (0, 0, 0, 0))
-    draw = ImageDraw.Draw(layer)
+NOT_MEANINGFUL_COLOUR = (153, 27, 27)  # dark red: white text on it is 8.3:1
+MARK_BORDER = 6
+MARK_BAND = 34
+MARK_TEXT = 17
+
+
+def mark_not_meaningful(visual: Visual, text: str) -> Visual:
+    """The visual inside a dark red frame with 'text' on a band above it: marked as not meaningful without
+    covering any of its titles, axes or labels (the picture itself is unchanged), and said so in its alt text."""
+    image = visual.image.convert("RGB")
+    canvas = Image.new("RGB", (image.width + 2 * MARK_BORDER, image.height + MARK_BAND + MARK_BORDER),
+                       NOT_MEANINGFUL_COLOUR)
+    canvas.paste(image, (MARK_BORDER, MARK_BAND))
+    draw = ImageDraw.Draw(canvas)
     words = text.upper()
-    size = 40
-    while size > 10 and draw.textlength(words, font=_font(size)) > 0.9 * image.width:
-        size -= 2
-    font = _font(size)
-    width = draw.textlength(words, font=font)
-    step = max(60, image.height // 3)
-    for top in range(step // 3, image.height, step):
-        box = draw.textbbox(((image.width - width) / 2, top), words, font=font)
-        draw.rectangle((box[0] - 8, box[1] - 4, box[2] + 8, box[3] + 4), fill=(255, 255, 255, 170))
-        draw.text(((image.width - width) / 2, top), words, font=font, fill=(160, 20, 20, 235))
-    stamped = Image.alpha_composite(image, layer).convert("RGB")
-    return Visual(visual.title, stamped, visual.caption, f"{visual.alt} Stamped: {text}.", visual.photographic)
+    size = MARK_TEXT
+    while size > 11 and draw.textlength(words, font=_font(size, bold=True)) > canvas.width - 2 * MARK_BORDER:
+        size -= 1
+    font = _font(size, bold=True)
+    top = (MARK_BAND - size) / 2 - 1
+    draw.text((MARK_BORDER + 4, top), words, font=font, fill="white")
+    return Visual(visual.title, canvas, visual.caption, f"{visual.alt} Marked: {text}.", visual.photographic)
 
 
 # ------------------------------------------------------------------ ranking text
@@ -132,28 +138,40 @@ def as_grid(values: Any) -> np.ndarray | None:
 
 def compose_panels(panels: Sequence[tuple[str, Image.Image]],
                    legend: Sequence[tuple[tuple[int, int, int], str]] = ()) -> Image.Image:
-    """Pictures side by side, each with a title above, and an optional colour legend below (drawn
-    with PIL: a fraction of matplotlib's time, which matters for every prediction)."""
-    font = _font(15)
+    """Pictures in rows no wider than MAX_ROW_WIDTH (so a phone shows their words at a readable size), each with
+    a title above, and an optional colour legend below (drawn with PIL: a fraction of matplotlib's time, which
+    matters for every prediction)."""
+    font = _font(PANEL_TEXT)
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    legend_width = sum(22 + int(measure.textlength(text, font=font)) + 18 for _, text in legend) + PANEL_GAP
-    width = max(sum(image.width for _, image in panels) + PANEL_GAP * (len(panels) + 1), legend_width)
-    height = TITLE_HEIGHT + max(image.height for _, image in panels) + PANEL_GAP + (LEGEND_HEIGHT if legend else 0)
+    panel_width = max(image.width for _, image in panels)
+    per_row = max(1, min(len(panels), (MAX_ROW_WIDTH - PANEL_GAP) // (panel_width + PANEL_GAP)))
+    rows = [panels[start:start + per_row] for start in range(0, len(panels), per_row)]
+    row_heights = [TITLE_HEIGHT + max(image.height for _, image in row) + PANEL_GAP for row in rows]
+    widths = [22 + int(measure.textlength(text, font=font)) + 18 for _, text in legend]
+    stacked = sum(widths) + PANEL_GAP > MAX_ROW_WIDTH  # one legend entry a line rather than one wide line
+    legend_width = (max(widths) if stacked else sum(widths)) + PANEL_GAP if legend else 0
+    legend_height = LEGEND_HEIGHT * (len(legend) if stacked else 1) if legend else 0
+    width = max(max(sum(image.width for _, image in row) + PANEL_GAP * (len(row) + 1) for row in rows), legend_width)
+    height = sum(row_heights) + legend_height
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
-    left = PANEL_GAP
-    for title, image in panels:
-        text_width = draw.textlength(title, font=font)
-        draw.text((left + (image.width - text_width) / 2, TOP_MARGIN + 4), title, fill="black", font=font)
-        canvas.paste(image, (left, TITLE_HEIGHT))
-        left += image.width + PANEL_GAP
-    if legend:
-        x = PANEL_GAP
-        y = height - LEGEND_HEIGHT + 6
-        for colour, text in legend:
-            draw.rectangle((x, y, x + 16, y + 16), fill=colour, outline="black")
-            draw.text((x + 22, y), text, fill="black", font=font)
-            x += 22 + int(draw.textlength(text, font=font)) + 18
+    top = 0
+    for row, row_height in zip(rows, row_heights):
+        left = PANEL_GAP
+        for title, image in row:
+            text_width = draw.textlength(title, font=font)
+            draw.text((left + (image.width - text_width) / 2, top + TOP_MARGIN + 4), title, fill="black", font=font)
+            canvas.paste(image, (left, top + TITLE_HEIGHT))
+            left += image.width + PANEL_GAP
+        top += row_height
+    x, y = PANEL_GAP, height - legend_height + 6
+    for (colour, text), entry_width in zip(legend, widths):
+        draw.rectangle((x, y, x + 16, y + 16), fill=colour, outline="black")
+        draw.text((x + 22, y), text, fill="black", font=font)
+        if stacked:
+            y += LEGEND_HEIGHT
+        else:
+            x += entry_width
     return canvas
 
 

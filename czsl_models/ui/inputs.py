@@ -74,8 +74,12 @@ def friendly_errors(function: Function, hub_login: bool = True) -> Function:
         except gr.Error:
             raise
         except expected as error:
+            # A host's instructions (environment variables, options) go to the log; the visitor reads what to do.
+            if getattr(error, "host_hint", ""):
+                LOGGER.info("%s %s", getattr(error, "visitor_message", error), error.host_hint)
+            shown = getattr(error, "visitor_message", None) or first_line(error)
             # Toasts render HTML, and messages quote what the visitor typed: shown as text, never as markup.
-            raise gr.Error(escape_html(first_line(error)), print_exception=False) from None
+            raise gr.Error(escape_html(shown), print_exception=False) from None
         except Exception as error:  # unexpected: keep the traceback in the server log, not on screen
             LOGGER.exception("Unexpected error in %s", function.__name__)
             raise gr.Error(f"Something went wrong ({type(error).__name__}). The details are in the server log.",

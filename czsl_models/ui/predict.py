@@ -3,7 +3,7 @@ model's explanation out. The photo and the words are shared with the Compare tab
 
 from __future__ import annotations
 
-import html
+import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,20 +17,24 @@ from ..hosting.space import GPU_SECONDS
 from ..models.base import Prediction
 from ..inputs.presets import DEFAULT_OBJECTS, DEFAULT_PRESET, DEFAULT_STATES, VOCABULARY_PRESETS
 from ..models.checkpoints import CheckpointError
-from .answer import Honesty, answer_html, details_html, headline_text, is_random_backbone, message_html
-from .explain import Visual, build_visuals, marginal_confidences, ranking_confidences, watermark
+from .answer import (Honesty, LookingFor, answer_html, details_html, headline_text, is_random_backbone,
+                     message_html)
+from .explain import Visual, build_visuals, marginal_confidences, mark_not_meaningful, ranking_confidences
 from .gallery import Example
 from .image_files import cached_image_file
 from .inputs import (WORLD_CHOICES, WORLD_CLOSED, WORLD_OPEN, as_float, build_vocabulary, clamp_int,
                      friendly_errors, read_photo, uploaded_path)
 from .session import visitor_scope
 from .text import escape_html, escape_markdown
-from .state import UNTRAINED, AppState, gpu_function
+from .state import DEFAULT_WEIGHTS_RULE, UNTRAINED, AppState, gpu_function
 
 VISUAL_SLOTS = 3
 MAX_TOP_K = 20
 DATASET_PRESET_PREFIX = "Dataset: "
 CHECKPOINT_PRESET = "The words the chosen weights were trained on"
+CUSTOM_PRESET = "Your own words, or an example's"  # what the menu says when the words match no list
+WORDS_RULE = ("An example brings its own words. Your own photo is searched for the words under *What to look for*; "
+              "when those are still an example's, they go back to *Everyday photos* first.")
 BIAS_RANGE = 20.0
 EXPLAIN_TITLE = "Why this answer?"
 
@@ -62,20 +66,23 @@ class ModelFacts:
     trained: bool
     training_steps: int
     backbone: str
+    looking_for: LookingFor | None = None
 
 
-def model_status_note(facts: ModelFacts, checkpoint: str, seconds: float) -> str:
-    """The sentence under the answer: which model answered and whether what it learned means anything."""
+def model_status_note(facts: ModelFacts, checkpoint: str, seconds: float, trained_on: str = "") -> str:
+    """The sentence under the answer: which model and weights answered, what the weights were trained on, and
+    whether what it learned means anything."""
     timing = f"Answered in {seconds:.2f} s."
     if facts.name == "clip":
         return (f"**{facts.display_name}** compares the photo with written descriptions such as 'a photo of a rusty "
-                f"bike'; it learns nothing. {timing}")
+                f"bike'; it learns nothing, so it needs no trained weights. {timing}")
     if not facts.trained:
-        return (f"**{facts.display_name} is not trained yet**, so it answers exactly like the CLIP baseline and its "
-                f"explanation shows nothing learned. Train it in the **Train** tab, or choose trained weights "
-                f"under *Model*. {timing}")
+        return (f"**{facts.display_name}, no trained weights**: it is not trained yet, so it answers exactly like the "
+                f"CLIP baseline and its explanation shows nothing learned. Train it in the **Train** tab, or choose "
+                f"trained weights under *Model*. {timing}")
     shown = escape_markdown(Path(checkpoint).name if checkpoint else checkpoint)  # a visitor may have typed it
-    return (f"**{facts.display_name}**, trained weights *{shown}* ({facts.training_steps:,} training steps). "
+    where = f", {escape_markdown(trained_on)}" if trained_on else ""
+    return (f"**{facts.display_name}**, weights *{shown}*{where} ({facts.training_steps:,} training steps). "
             f"{timing}")
 
 
@@ -89,7 +96,8 @@ def run_model(state: AppState, model_name: str, checkpoint: str | None, photo: I
     bias = bias if vocabulary.seen is not None else 0.0
     prediction = model.predict(photo, vocabulary, top_k=top_k, bias=bias)[0]
     facts = ModelFacts(model.name, model.display_name or model.name, model.is_trained,
-                       int(model.training_steps.item()), model.backbone.name)
+                       int(model.training_steps.item()), model.backbone.name,
+                       LookingFor(tuple(vocabulary.states), tuple(vocabulary.objects), len(vocabulary.pairs)))
     return prediction, facts
 
 
@@ -104,7 +112,8 @@ def predict_photo(state: AppState, image: Any, model_name: str, checkpoint: str 
     honesty = Honesty(is_random_backbone(state.backbone.spec), facts.trained, facts.name != "clip")
     visuals = build_visuals(prediction, photo)
     if not honesty.explanation_meaningful:
-        visuals = [watermark(visual, honesty.caveat) for visual in visuals]
+        visuals = [mark_not_meaningful(visual, honesty.caveat) for visual in visuals]
+    trained_on = state.trained_on(checkpoint) if facts.trained else None
     seconds = time.perf_counter() - started
     details = prediction.to_dict()
     details["seconds"] = round(seconds, 4)
@@ -112,12 +121,12 @@ def predict_photo(state: AppState, image: Any, model_name: str, checkpoint: str 
         ranking=ranking_confidences(prediction),
         states=marginal_confidences(prediction.states),
         objects=marginal_confidences(prediction.objects),
-        note=model_status_note(facts, checkpoint or UNTRAINED, seconds),
+        note=model_status_note(facts, checkpoint or UNTRAINED, seconds, trained_on.describe() if trained_on else ""),
         visuals=visuals,
         details=details,
         seconds=seconds,
         headline=headline_text(prediction, honesty),
-        answer=answer_html(prediction, honesty),
+        answer=answer_html(prediction, honesty, looking_for=facts.looking_for),
         parts=details_html(prediction),
         honesty=honesty,
     )
@@ -131,12 +140,39 @@ def checkpoint_config(checkpoint: str | None) -> dict[str, Any] | None:
 
 
 def preset_names(state: AppState, has_checkpoint_words: bool = False) -> list[str]:
-    """Built-in vocabularies, then loaded datasets, then the checkpoint's own words."""
+    """Built-in vocabularies, then loaded datasets, then the checkpoint's own words, then 'your own words'."""
     names = list(VOCABULARY_PRESETS)
     names += [DATASET_PRESET_PREFIX + vocabulary.name for vocabulary in state.dataset_vocabularies()]
     if has_checkpoint_words:
         names.append(CHECKPOINT_PRESET)
-    return names
+    return names + [CUSTOM_PRESET]
+
+
+def _word_key(text: str | None) -> tuple[str, ...]:
+    return tuple(word.strip().casefold() for word in (text or "").replace("\n", ",").split(",") if word.strip())
+
+
+def matching_preset(state: AppState, states: str, objects: str, checkpoint: str | None) -> str:
+    """The word list whose words are on screen, else CUSTOM_PRESET: the menu names what is searched for."""
+    key = (_word_key(states), _word_key(objects))
+    for name in preset_names(state, True):
+        if name == CUSTOM_PRESET:
+            continue
+        try:
+            preset = preset_vocabulary(state, name, checkpoint)
+        except (gr.Error, CheckpointError):
+            continue
+        if (_word_key(preset[0]), _word_key(preset[1])) == key:
+            return name
+    return CUSTOM_PRESET
+
+
+def words_for_upload(states: str, objects: str, examples: list[Example]) -> tuple[str, str]:
+    """WORDS_RULE: words still as an example left them go back to the everyday list; typed words stay."""
+    key = (_word_key(states), _word_key(objects))
+    if any((_word_key(example.states), _word_key(example.objects)) == key for example in examples):
+        return DEFAULT_STATES, DEFAULT_OBJECTS
+    return states, objects
 
 
 def preset_vocabulary(state: AppState, preset: str, checkpoint: str | None) -> tuple[str, str, str, str]:
@@ -240,16 +276,22 @@ def _visual_updates(visuals: list[Visual]) -> list[Any]:
 
 
 def explain_box_update(honesty: Honesty) -> Any:
-    """Open when the explanation means something; else collapsed behind 'Show anyway (why not)'."""
+    """Always open (a presenter explains the picture either way); the title says when it means nothing, and the
+    pictures carry the same mark around them."""
     if honesty.explanation_meaningful:
         return gr.update(label=EXPLAIN_TITLE, open=True)
-    return gr.update(label=f"Show anyway ({honesty.caveat})", open=False)
+    return gr.update(label=f"{EXPLAIN_TITLE} ({honesty.caveat})", open=True)
 
 
 def result_outputs(result: PredictResult) -> list[Any]:
     """The Predict tab's outputs for one result (same order as PredictTab.outputs)."""
     return [gr.update(value="", visible=False), result.answer, result.note, explain_box_update(result.honesty), *_visual_updates(result.visuals),
             result.parts, result.details, as_previous(result.answer)]
+
+
+def with_notice(outputs: list[Any], notice: str) -> list[Any]:
+    """Result outputs with a neutral notice above the answer (e.g. which words a new photo was searched for)."""
+    return [gr.update(value=message_html(notice, kind="info"), visible=True), *outputs[1:]]
 
 
 def error_outputs(message: str, previous: str) -> list[Any]:
@@ -278,7 +320,7 @@ def build_predict_tab(state: AppState, examples: list[Example], concurrency_limi
                              sources=["upload", "clipboard", "webcam"])
             with gr.Row(elem_id="predict-buttons"):
                 run = gr.Button("Recognise", variant="primary", elem_id="predict-button", scale=2)
-                compare_button = gr.Button("Compare these with every model", variant="secondary",
+                compare_button = gr.Button("Compare all models", variant="secondary",
                                            elem_id="predict-compare", scale=2)
             example_set = gr.Examples(examples=[[example.path, example.states, example.objects] for example in examples],
                                       inputs=[image, states, objects], label="Or click an example (each has its words)",
@@ -289,13 +331,18 @@ def build_predict_tab(state: AppState, examples: list[Example], concurrency_limi
                                     label="Model", elem_id="predict-model")
                 summary = gr.Markdown(model_summary(state, default_model))
                 checkpoint = gr.Dropdown(state.checkpoint_choices(default_model),
-                                         value=state.newest_checkpoint(default_model), label="Trained weights",
+                                         value=state.default_checkpoint(default_model), label="Trained weights",
                                          allow_custom_value=True, elem_id="predict-checkpoint",
-                                         info="What the model learned in training. Type a Hugging Face model name "
+                                         info=f"What the model learned in training; Compare uses the same. "
+                                              f"{DEFAULT_WEIGHTS_RULE} Type a Hugging Face model name "
                                               "(owner/name) to use weights shared there.")
                 checkpoint_info = gr.Markdown("")
             with gr.Accordion("What to look for", open=True, elem_id="predict-words"):
-                preset = gr.Dropdown(preset_names(state), value=DEFAULT_PRESET, label="Ready-made word lists")
+                gr.Markdown(WORDS_RULE, elem_id="predict-words-rule")
+                preset = gr.Dropdown(preset_names(state), value=DEFAULT_PRESET, label="Word list",
+                                     elem_id="predict-preset",
+                                     info="The list whose words are below; typing your own makes it "
+                                          f"'{CUSTOM_PRESET}'.")
                 states.render()
                 objects.render()
                 world = gr.Radio(WORLD_CHOICES, value=WORLD_OPEN, label="Which combinations to consider")
@@ -360,12 +407,28 @@ def build_predict_tab(state: AppState, examples: list[Example], concurrency_limi
         None, js=SCROLL_TO_ANSWER_JS, api_name="predict_scroll")
     example_set.load_input_event.then(on_predict, api_name="predict_example", api_visibility="undocumented",
                                       **event_options).then(None, js=SCROLL_TO_ANSWER_JS, api_name="example_scroll")
-    image.upload(on_rerun, api_name="predict_upload", api_visibility="undocumented", **event_options)
+
+    @visitor_scope
+    def on_upload(image_value, model_name, checkpoint_value, states_text, objects_text, world_value, pairs_text,
+                  top_k_value, bias_value, previous_value):
+        """A new photo: words by WORDS_RULE, then the answer, saying which words were searched when they changed."""
+        new_states, new_objects = words_for_upload(states_text, objects_text, examples)
+        answered = on_rerun(image_value, model_name, checkpoint_value, new_states, new_objects, world_value,
+                            pairs_text, top_k_value, bias_value, previous_value)
+        if (new_states, new_objects) != (states_text, objects_text) and uploaded_path(image_value) is not None \
+                and not (isinstance(answered[0], dict) and answered[0].get("visible")):
+            answered = with_notice(answered, f"Your photo was searched for the '{DEFAULT_PRESET}' words: the "
+                                             "example's words were for the example. Change them under What to "
+                                             "look for.")
+        return [new_states, new_objects, *answered]
+
+    image.upload(on_upload, api_name="predict_upload", api_visibility="undocumented",
+                 **{**event_options, "outputs": [states, objects, *outputs]})
 
     def on_model_change(model_name):
         """The checkpoints of a model and a sentence about it."""
         choices = state.checkpoint_choices(model_name)
-        return gr.update(choices=choices, value=state.newest_checkpoint(model_name)), model_summary(state, model_name)
+        return gr.update(choices=choices, value=state.default_checkpoint(model_name)), model_summary(state, model_name)
 
     model.change(friendly_errors(on_model_change), inputs=[model], outputs=[checkpoint, summary],
                  api_name="predict_model_changed").then(on_rerun, api_name="predict_model_rerun",
@@ -392,7 +455,9 @@ def build_predict_tab(state: AppState, examples: list[Example], concurrency_limi
     checkpoint.input(on_rerun, api_name="predict_checkpoint_rerun", api_visibility="undocumented", **event_options)
 
     def on_preset(preset_value, checkpoint_value):
-        """Fill the word boxes from a ready-made list."""
+        """Fill the word boxes from a ready-made list ('your own words' keeps those on screen)."""
+        if preset_value == CUSTOM_PRESET:
+            return gr.update(), gr.update(), gr.update(), gr.update()
         states_text, objects_text, world_value, pairs_text = preset_vocabulary(state, preset_value, checkpoint_value)
         return states_text, objects_text, world_value, gr.update(value=pairs_text, visible=world_value == WORLD_CLOSED)
 
@@ -400,6 +465,15 @@ def build_predict_tab(state: AppState, examples: list[Example], concurrency_limi
                  api_name="predict_preset").then(on_rerun, api_name="predict_preset_rerun",
                                                  api_visibility="undocumented", **event_options)
     world.change(pair_box_visibility, inputs=[world], outputs=[pairs], api_name="predict_world_changed")
+
+    @visitor_scope
+    def on_words_changed(states_text, objects_text, checkpoint_value):
+        """The word-list menu names the list on screen, whoever changed the words (an example, typing, a list)."""
+        return gr.update(value=matching_preset(state, states_text, objects_text, checkpoint_value))
+
+    for what, box in (("states", states), ("objects", objects)):
+        box.change(on_words_changed, inputs=[states, objects, checkpoint], outputs=[preset],
+                   api_name=f"predict_{what}_list_name", show_progress="hidden")
     for what, box in (("states", states), ("objects", objects), ("pairs", pairs), ("world", world),
                       ("top_k", top_k), ("bias", bias)):
         box.input(None, js=MARK_STALE_JS, api_name=f"predict_{what}_stale")
@@ -410,17 +484,20 @@ def build_predict_tab(state: AppState, examples: list[Example], concurrency_limi
 
     def first_answer():
         """The first example, already answered, so the page never opens on an empty result (computed once
-        per model and weights, then served from memory)."""
+        per model and weights, then served from memory). Each visitor gets a copy: Gradio's post-processing
+        takes values out of the update dicts it is handed."""
         if first_example is None:
             return [gr.update() for _ in first_outputs]
-        checkpoint_value = state.newest_checkpoint(default_model)
+        checkpoint_value = state.default_checkpoint(default_model)
         key = (default_model, checkpoint_value)
         if key not in first_cache:
             first_cache[key] = on_predict(first_example.path, default_model, checkpoint_value, first_example.states,
                                           first_example.objects, WORLD_OPEN, "", 5, 0.0, "")
-        return [first_example.path, first_example.states, first_example.objects, *first_cache[key]]
+        menu = gr.update(choices=state.checkpoint_choices(default_model), value=checkpoint_value)
+        return [first_example.path, first_example.states, first_example.objects, menu,
+                *copy.deepcopy(first_cache[key])]
 
-    first_outputs = [image, states, objects, *outputs]
+    first_outputs = [image, states, objects, checkpoint, *outputs]
     return PredictTab(image=image, states=states, objects=objects, world=world, pairs=pairs, model=model,
                       checkpoint=checkpoint, preset=preset, compare_button=compare_button, outputs=outputs,
                       first_answer=first_answer, first_answer_outputs=first_outputs)
@@ -429,6 +506,6 @@ def build_predict_tab(state: AppState, examples: list[Example], concurrency_limi
 def refresh_choices(state: AppState, model_name: str, checkpoint_value: str | None) -> tuple[Any, Any]:
     """Updated checkpoint and preset menus (after training or loading a dataset elsewhere)."""
     name = model_name or "clip"
-    # Keep what the visitor chose; an untrained choice moves to the newest checkpoint, e.g. one just trained.
-    value = checkpoint_value or state.newest_checkpoint(name)
+    # Keep what the visitor chose; an untrained choice moves to the default weights (DEFAULT_WEIGHTS_RULE).
+    value = checkpoint_value or state.default_checkpoint(name)
     return gr.update(choices=state.checkpoint_choices(name), value=value), gr.update(choices=preset_names(state))

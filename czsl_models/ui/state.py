@@ -23,13 +23,19 @@ from ..models.registry import list_models, model_class
 from ..models.checkpoints import weights_dir
 
 LOGGER = logging.getLogger(__name__)
-FALLBACK_BANNER = ("Demo mode: answers are random. The app could not download the image-and-text model it is built "
-                   "on (no internet, and no saved copy), so it runs on a small stand-in with random weights. "
-                   "To fix it (for whoever runs the app): connect to the internet once and restart; the model is "
-                   "then saved and later starts work offline.")
-TINY_BANNER = ("Demo mode: answers are random. The app was started on its small test model, whose weights are "
-               "random. To fix it (for whoever runs the app): restart it without the tiny test setting "
-               "(CZSL_BACKBONE or --backbone).")
+# What visitors read: what is going on and what it means for them. The host's instructions go to the log.
+FALLBACK_BANNER = ("Demo mode: answers are random. The image-and-text model this app is built on could not be "
+                   "downloaded, so it runs on a small stand-in with random weights: answers and pictures show how "
+                   "the app works, not what is in the photo.")
+TINY_BANNER = ("Demo mode: answers are random. This app runs on a small test model with random weights: it shows "
+               "how the app works, not what is in the photo.")
+FALLBACK_HOST_HINT = ("To leave demo mode, connect the server to the internet once and restart the app; the model is "
+                      "then saved and later starts work offline.")
+TINY_HOST_HINT = "To leave demo mode, restart the app without the tiny test backbone (CZSL_BACKBONE or --backbone)."
+BENCHMARK_NAMES = {"mit-states": "MIT-States", "ut-zappos": "UT-Zappos", "cgqa": "C-GQA"}
+DEFAULT_WEIGHTS_RULE = ("Which weights open first: the host's listed weights; else the weights trained on a "
+                        "benchmark (MIT-States, UT-Zappos or C-GQA) with the best test AUC; else none, and the page "
+                        "opens on the CLIP baseline.")
 MAX_CACHED_MODELS = 8
 MAX_DATASETS_PER_VISITOR = 5
 MAX_VISITORS_WITH_DATASETS = 200  # the oldest visitors' word lists are forgotten first
@@ -53,6 +59,38 @@ def gpu_function(function: Function | None = None, *, duration: int | Callable[.
     return wrap(function) if function is not None else wrap
 
 
+@dataclass(frozen=True)
+class TrainedOn:
+    """What a checkpoint says it was trained on, and its test metrics (fractions), from its metrics.json."""
+
+    dataset: str | None
+    metrics: dict
+    hosted: bool = False  # listed by the host
+
+    @property
+    def benchmark(self) -> str | None:
+        """The benchmark's display name when the dataset is one (a toy or custom dataset gives None)."""
+        from ..training.config import recognised_dataset
+
+        return BENCHMARK_NAMES.get(recognised_dataset(self.dataset or "") or "")
+
+    @property
+    def rank_key(self) -> tuple[float, float]:
+        """Better weights sort higher: test AUC, then best HM."""
+        return float(self.metrics.get("AUC", -1.0)), float(self.metrics.get("best_hm", -1.0))
+
+    def describe(self) -> str:
+        """'trained on MIT-States (test AUC 5.1, HM 20.3)' or 'trained on shapes (not a benchmark)'."""
+        if not self.dataset:
+            return "trained on an unrecorded dataset"
+        scores = ", ".join(f"{short} {100 * float(self.metrics[key]):.1f}"
+                           for key, short in (("AUC", "test AUC"), ("best_hm", "HM")) if key in self.metrics)
+        name = self.benchmark or self.dataset
+        kind = "" if self.benchmark else "not a benchmark"
+        extra = "; ".join(part for part in (scores, kind) if part)
+        return f"trained on {name}" + (f" ({extra})" if extra else "")
+
+
 @dataclass
 class DatasetVocabulary:
     """The words and pairs of a dataset someone loaded, offered as a Predict preset."""
@@ -68,6 +106,7 @@ def load_app_backbone(requested: str | None, device: str | None = None) -> tuple
     """The requested backbone, or the tiny one with a banner when its weights cannot be had."""
     spec = parse_backbone_spec(requested)
     if spec.kind == "tiny":
+        LOGGER.warning("%s %s", TINY_BANNER, TINY_HOST_HINT)
         return get_backbone(spec, device), TINY_BANNER
     try:
         return get_backbone(spec, device), None
@@ -77,6 +116,7 @@ def load_app_backbone(requested: str | None, device: str | None = None) -> tuple
             banner = f"{error} Running on a tiny random backbone instead: predictions are random."
         elif isinstance(error, BackboneError):
             banner = FALLBACK_BANNER
+            LOGGER.warning("%s", FALLBACK_HOST_HINT)
         else:
             banner = (f"Backbone {spec} could not be loaded ({type(error).__name__}: {error}). Running on a tiny "
                       "random backbone instead: predictions are random.")
@@ -136,12 +176,18 @@ class AppState:
         return cls.display_name or name
 
     def default_model_name(self) -> str:
-        """The model Predict and Evaluate open on: that of the first host-listed checkpoint, else MSCI."""
-        names = self.model_names()
+        """The model Predict and Evaluate open on: that of the host's first listed checkpoint; else the model whose
+        default weights (DEFAULT_WEIGHTS_RULE) score best; else the CLIP baseline, whose explanation means
+        something untrained."""
         usable = self.hosted_checkpoints()
         if usable:
             return usable[0].model_type
-        return "msci" if "msci" in names else names[0]
+        best, best_key = "clip", None
+        for name in self.trainable_model_names():
+            facts = self.trained_on(self.default_checkpoint(name))
+            if facts is not None and (best_key is None or facts.rank_key > best_key):
+                best, best_key = name, facts.rank_key
+        return best
 
     def hosted_checkpoints(self, name: str | None = None) -> list:
         """Host-listed checkpoints that run on this app's backbone (of one model, when named)."""
@@ -170,6 +216,36 @@ class AppState:
                 choices.append((f"{info.path.name} ({info.states} states, {info.objects} objects{mark})",
                                 str(info.path)))
         return choices
+
+    def trained_on(self, checkpoint: str | None) -> TrainedOn | None:
+        """What a checkpoint was trained on (None for the untrained start or a Hub name not yet loaded)."""
+        from ..hub.hosted import checkpoint_headline
+
+        if not checkpoint or checkpoint == UNTRAINED:
+            return None
+        for hosted in self.hosted:
+            if str(hosted.path) == checkpoint:
+                return TrainedOn(hosted.dataset, dict(hosted.metrics), hosted=True)
+        path = Path(checkpoint)
+        if not path.is_dir():
+            return None
+        dataset, metrics = checkpoint_headline(path)
+        return TrainedOn(dataset, metrics)
+
+    def default_checkpoint(self, name: str) -> str:
+        """The weights a model opens with, by DEFAULT_WEIGHTS_RULE: the host's first listed ones; else the local
+        ones trained on a benchmark with the best test AUC (then HM); else UNTRAINED. Every tab uses this."""
+        hosted = self.hosted_checkpoints(name)
+        if hosted:
+            return str(hosted[0].path)
+        best, best_key = UNTRAINED, None
+        for _, value in self.checkpoint_choices(name)[1:]:
+            facts = self.trained_on(value)
+            if facts is None or facts.benchmark is None or "AUC" not in facts.metrics:
+                continue
+            if best_key is None or facts.rank_key > best_key:
+                best, best_key = value, facts.rank_key
+        return best
 
     def newest_checkpoint(self, name: str) -> str:
         """The host's first checkpoint of a model, else the newest local one this visitor may use, else UNTRAINED."""

@@ -35,7 +35,7 @@ APP_CSS = """
 .czsl-answer { border: 2px solid #3730a3; border-radius: 10px; padding: 12px 16px; background: #ffffff; }
 .czsl-answer .czsl-headline { font-size: 1.6rem; line-height: 1.25; margin: 0 0 4px 0; color: #111827; }
 .czsl-answer .czsl-caption, .czsl-details .czsl-caption { color: #374151; margin: 2px 0 8px 0; font-size: 0.95rem; }
-.czsl-confidence { display: inline-block; font-size: 1rem; font-weight: 600; color: #1e3a8a; background: #dbeafe;
+.czsl-lead { display: inline-block; font-size: 1rem; font-weight: 600; color: #1e3a8a; background: #dbeafe;
   border-radius: 999px; padding: 2px 10px; vertical-align: middle; }
 .czsl-stamp { display: inline-block; font-size: 1rem; font-weight: 700; color: #7f1d1d; background: #fee2e2;
   border: 2px dashed #991b1b; border-radius: 6px; padding: 2px 10px; vertical-align: middle; }
@@ -47,15 +47,22 @@ APP_CSS = """
 .czsl-ranking .czsl-bar span { display: block; height: 100%; background: #3730a3; }
 .czsl-ranking .czsl-percent { flex: 0 0 3.2em; text-align: right; font-variant-numeric: tabular-nums; }
 .czsl-tag { font-size: 0.8rem; color: #374151; background: #f3f4f6; border-radius: 4px; padding: 0 6px; }
-.czsl-previous { opacity: 0.55; border-style: dashed; }
-.czsl-previous-note { font-weight: 700; color: #7f1d1d; margin: 0 0 6px 0; }
+/* An out-of-date answer: dashed and its old content faded; the warning itself keeps full contrast (9:1). */
+.czsl-previous { border-style: dashed; }
+.czsl-previous > :not(.czsl-previous-note) { opacity: 0.5; }
+.czsl-previous-note { font-weight: 700; color: #7f1d1d !important; background: #fef2f2; border-radius: 6px;
+  padding: 4px 8px; margin: 0 0 6px 0; opacity: 1; }
+.czsl-looking { color: #374151; margin: 0 0 4px 0; font-size: 0.95rem; overflow-wrap: anywhere; }
 .czsl-message { border-left: 5px solid #b91c1c; background: #fef2f2; color: #7f1d1d; padding: 8px 12px;
   border-radius: 6px; font-weight: 600; margin: 0; }
+.czsl-message.czsl-info { border-left-color: #3730a3; background: #eef2ff; color: #1e1b4b; }
+#predict-explain .icon-button-wrapper { position: static; justify-content: flex-end; }
+#predict-explain img { height: auto !important; max-height: none !important; }
 .czsl-details ol { margin: 0 0 8px 0; padding-left: 1.6em; }
 .czsl-parts p { font-weight: 600; margin: 6px 0 2px 0; }
 .czsl-compare-wrap { overflow-x: auto; max-width: 100%; }
 .czsl-compare { border-collapse: collapse; width: 100%; font-size: 0.95rem; }
-.czsl-compare caption { caption-side: bottom; text-align: left; color: #374151; font-size: 0.85rem; padding-top: 6px; }
+.czsl-compare caption { caption-side: top; text-align: left; color: #374151; font-size: 0.9rem; padding-bottom: 6px; }
 .czsl-compare th, .czsl-compare td { border-bottom: 1px solid #d1d5db; padding: 5px 8px; text-align: center; }
 .czsl-compare th[scope="row"] { text-align: left; font-weight: 600; }
 .czsl-compare td.czsl-top { font-weight: 700; background: #eef2ff; }
@@ -66,13 +73,34 @@ APP_CSS = """
 .czsl-new { color: #1e3a8a; background: #dbeafe; }
 footer, footer a, footer button { color: #374151 !important; }
 @media (max-width: 640px) {
-  /* On a phone: photo, buttons, then the answer, then the settings (columns would put it below them all). */
-  #predict-row { flex-direction: column; }
+  /* The first screen of a phone shows the photo, the words, the answer and the start of its picture of why. */
+  .gradio-container .main.app { padding-left: 10px !important; padding-right: 10px !important; }
+  #predict-explain.padded { padding-left: 4px; padding-right: 4px; }
+  .czsl-banner { padding: 4px 10px; }
+  .czsl-banner-more { display: none; }
+  #intro h1 { font-size: 1.25rem; margin: 0; }
+  #intro p { display: none; }
+  /* Gradio folds tabs that do not fit into a menu, measuring a hidden copy: both copies get the smaller size. */
+  .tab-wrapper .tab-container button { padding: 6px 6px; font-size: 0.88rem; min-width: 0; }
+  /* On a phone: the photo with the buttons beside it, then the answer, then the settings. */
+  #predict-row { display: grid; grid-template-columns: 3fr 2fr; gap: 8px; }
   #predict-inputs { display: contents; }
-  #predict-image { order: 1; }
-  #predict-buttons { order: 2; }
+  #predict-row > * , #predict-inputs > * { grid-column: 1 / -1; min-width: 0; }
+  #predict-image { order: 1; grid-column: 1 / 2; }
+  #predict-image, #predict-image .image-container { height: 170px !important; min-height: 0 !important; }
+  #predict-buttons { order: 2; grid-column: 2 / 3; flex-direction: column; justify-content: center; }
+  #predict-buttons button { min-width: 0; width: 100%; padding: 10px 6px; }
   #predict-results { order: 3; }
   #predict-model-box, #predict-words, #predict-examples, #predict-more { order: 4; }
+  .czsl-answer { padding: 8px 10px; }
+  .czsl-compare { font-size: 0.8rem; table-layout: fixed; }
+  .czsl-compare th, .czsl-compare td { padding: 4px 2px; overflow-wrap: anywhere; }
+  .czsl-compare th[scope="row"] { width: 30%; }
+  #predict-results { display: flex; flex-direction: column; }
+  #predict-note { order: 2; }
+  #predict-results > :not(#predict-note) { order: 1; }
+  #predict-details, #predict-results > :last-child { order: 3; }
+  .czsl-answer .czsl-caption, .czsl-looking { font-size: 0.85rem; }
   .czsl-answer .czsl-headline { font-size: 1.35rem; }
   .czsl-ranking .czsl-name { flex-basis: 55%; }
 }
