@@ -109,6 +109,7 @@ def test_predict_ranks_and_explains_with_every_model(client, model):
         assert "learns nothing" in answer["note"]
     else:
         assert "not trained yet" in answer["note"] and "Train" in answer["note"]
+    assert "Looking for: states" in answer["answer"]
 
 
 def test_predict_model_specific_visuals(client):
@@ -151,12 +152,13 @@ def test_menus_presets_and_visibility(client):
 
 # ------------------------------------------------------------------ compare
 def test_compare_shows_the_differences_first_and_times_each_model(client):
-    outputs = client.predict(handle_file(str(EXAMPLES[2])), DEFAULT_STATES, DEFAULT_OBJECTS, WORLD_OPEN, "", True,
+    outputs = client.predict(handle_file(str(EXAMPLES[2])), DEFAULT_STATES, DEFAULT_OBJECTS, WORLD_OPEN, "", "msci", "",
                              api_name="/compare")
-    preview, words, headline, table, gallery, timings = outputs
+    preview, words, weights, stale, headline, table, gallery, timings, _ = outputs
     assert EXAMPLES[2].name in words, "Compare says which photo (shared with Predict) it used"
     # Untrained models share the baseline's answer: the headline says they agree, the table has no rank change.
-    assert headline.startswith(f"All {len(MODELS)} models agree on the top answer") and "random" in headline
+    assert headline.startswith(f"All {len(MODELS)} models give the same best guess") and "random" in headline
+    assert "MSCI**: no trained weights" in weights
     assert table.count("<tr>") == 1 + 5 and "czsl-up" not in table and "czsl-down" not in table
     assert table.count(">#1<") == len(MODELS)
     assert len(gallery["value"]) == len(MODELS)

@@ -7,7 +7,7 @@ import numpy as np
 
 from czsl_models.backbones import parse_backbone_spec
 from czsl_models.models.base import Prediction, RankedPair
-from czsl_models.ui.answer import (Honesty, answer_html, confidence_word, details_html, headline_text,
+from czsl_models.ui.answer import (Honesty, answer_html, lead_word, LookingFor, details_html, headline_text,
                                    is_random_backbone, parts_in_ranking, ranking_probabilities)
 from czsl_models.ui.predict import as_previous
 
@@ -21,20 +21,22 @@ def prediction(scores: list[float], pairs: list[tuple[str, str]]) -> Prediction:
     return Prediction("msci", "tiny", True, ranking, [], [], {}, np.asarray(scores, dtype=np.float32))
 
 
-def test_confidence_words_follow_the_top_probability_and_its_lead():
-    assert confidence_word([0.9, 0.05]) == "sure"
-    assert confidence_word([0.5, 0.3]) == "fairly sure"
-    assert confidence_word([0.45, 0.4]) == "unsure: a close call"
-    assert confidence_word([0.2, 0.19]) == "unsure: a close call"
+def test_lead_words_follow_the_top_share_and_its_lead_never_claiming_sureness():
+    assert lead_word([0.9, 0.05]) == "far ahead"
+    assert lead_word([0.5, 0.3]) == "ahead"
+    assert lead_word([0.45, 0.4]) == "a close call"
+    assert lead_word([0.2, 0.19]) == "a close call"
 
 
 def test_headline_has_the_top_pair_and_percentages_only_when_they_mean_something():
     answer = prediction([5.0, 1.0, 0.0], [("sliced", "apple"), ("whole", "apple"), ("rotten", "bread")])
     probabilities = ranking_probabilities(answer)
     assert abs(sum(probabilities) - 1) < 1e-6 and probabilities[0] > 0.9
-    assert headline_text(answer, REAL) == "Best guess: sliced apple (sure)"
-    html = answer_html(answer, REAL)
+    assert headline_text(answer, REAL) == "Best guess: sliced apple (far ahead)"
+    html = answer_html(answer, REAL, looking_for=LookingFor(("sliced", "whole"), ("apple",), 3))
     assert "<strong>sliced apple</strong>" in html and "98%" in html and "random" not in html
+    assert "share among the 3 combinations listed" in html and "confiden" not in html
+    assert "Looking for: states sliced, whole · objects apple (3 combinations)" in html
     random = answer_html(answer, Honesty(random_backbone=True, trained=False, learns=True))
     assert "random — demo mode" in random and "%" not in random
 
@@ -72,8 +74,10 @@ def test_the_comparison_marks_rank_changes_against_clip_and_says_who_disagrees()
     table = comparison_table_html(both, ["clip", "msci"], names)
     assert "#1 <span" in table and "▲1" in table and "▼1" in table and "&lt;i&gt;dry" in table
     assert comparison_headline(both, ["clip", "msci"], names) == \
-        "MSCI and CLIP disagree on the top answer: CLIP says **wet dog**; MSCI: **dry dog**."
-    assert comparison_headline({"clip": clip, "msci": clip}, ["clip", "msci"], names).startswith("All 2 models agree")
+        "The models' best guesses differ. CLIP: **wet dog**; MSCI: **dry dog**."
+    assert comparison_headline({"clip": clip, "msci": clip}, ["clip", "msci"], names).startswith(
+        "All 2 models give the same best guess")
+    assert '"new"' not in table and "How to read it" in table
 
 
 def test_every_example_has_its_own_words_and_a_stated_licence():

@@ -10,7 +10,8 @@ from PIL import Image
 
 from czsl_models.models.base import Prediction, RankedPair
 from czsl_models.ui.explain import (COLOUR_BAR_HEIGHT, build_visuals, draw_evidence_box, heat_overlay,
-                                    heatmap_panels, score_parts_visual, watermark, where_in_photo)
+                                    heatmap_panels, mark_not_meaningful, MARK_BAND, MARK_BORDER, score_parts_visual,
+                                    where_in_photo)
 from czsl_models.inputs.vocab import Vocabulary
 
 
@@ -66,9 +67,13 @@ def test_every_picture_has_alt_text_and_untrained_ones_are_stamped(tiny_backbone
     assert visuals
     for visual in visuals:
         assert len(visual.alt) > 30 and visual.image.width > 100
-        stamped = watermark(visual, "not trained: not meaningful")
-        assert "not trained: not meaningful" in stamped.alt
-        assert np.abs(np.asarray(stamped.image, dtype=np.int16) - np.asarray(visual.image, dtype=np.int16)).max() > 50
+        marked = mark_not_meaningful(visual, "not trained: not meaningful")
+        assert "not trained: not meaningful" in marked.alt
+        # A frame and a band around the picture: every pixel of the picture itself is still there, uncovered.
+        inner = marked.image.crop((MARK_BORDER, MARK_BAND, MARK_BORDER + visual.image.width,
+                                   MARK_BAND + visual.image.height))
+        assert np.array_equal(np.asarray(inner), np.asarray(visual.image.convert("RGB")))
+        assert marked.image.size == (visual.image.width + 2 * MARK_BORDER, visual.image.height + MARK_BAND + MARK_BORDER)
 
 
 def test_pictures_are_written_once_where_gradio_serves_them(tmp_path):

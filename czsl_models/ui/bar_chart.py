@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 WIDTH = 480  # shown about 325 px wide on a phone: 15 px words stay about 10 px
+MIN_PLOT_WIDTH = 160
 TOP_MARGIN = 12  # the viewer's download and full-screen buttons sit above the picture (theme.py), not over it
 SIDE_MARGIN = 14
 TEXT = 15  # px: row names, ticks, axis title and legend; still about 11 px when a phone shrinks the picture
@@ -104,7 +105,8 @@ def horizontal_bars(rows: Sequence[str], series: Sequence[Series], x_label: str,
     end_room = max((int(measure.textlength(text, font=font(BAR_TEXT))) + 8 for text in end_texts), default=0)
     negative_ends = any(v < 0 for s in series if s.text_at_end and s.bar_texts for v in s.values)
     plot_left = SIDE_MARGIN + label_width + 10 + (end_room if negative_ends else 0)
-    plot_right = WIDTH - SIDE_MARGIN - end_room
+    width = max(WIDTH, plot_left + MIN_PLOT_WIDTH + SIDE_MARGIN + end_room)  # long row names widen the picture
+    plot_right = width - SIDE_MARGIN - end_room
     bars_per_row = 1 if stacked else len(series)
     row_height = bars_per_row * bar_height + 14
     plot_top = TOP_MARGIN
@@ -120,7 +122,7 @@ def horizontal_bars(rows: Sequence[str], series: Sequence[Series], x_label: str,
     def x(value: float) -> float:
         return plot_left + (value - low) * scale
 
-    image = Image.new("RGB", (WIDTH, height), "white")
+    image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
     for tick in ticks:
         draw.line((x(tick), plot_top, x(tick), plot_bottom), fill=GRID_COLOUR)
@@ -128,7 +130,7 @@ def horizontal_bars(rows: Sequence[str], series: Sequence[Series], x_label: str,
         draw.text((x(tick) - measure.textlength(text, font=text_font) / 2, plot_bottom + 6), text,
                   fill=AXIS_COLOUR, font=text_font)
     label_length = measure.textlength(x_label, font=text_font)  # centred under the plot, moved in to fit
-    label_left = max(SIDE_MARGIN, min((plot_left + plot_right - label_length) / 2, WIDTH - SIDE_MARGIN - label_length))
+    label_left = max(SIDE_MARGIN, min((plot_left + plot_right - label_length) / 2, width - SIDE_MARGIN - label_length))
     draw.text((label_left, plot_bottom + TEXT + 12), x_label, fill=AXIS_COLOUR, font=text_font)
 
     for index, row in enumerate(rows):
@@ -153,7 +155,7 @@ def horizontal_bars(rows: Sequence[str], series: Sequence[Series], x_label: str,
 
     # Under the plot, moved left as far as needed for the longest entry to fit the picture.
     legend_width = 24 + max((int(measure.textlength(entry.label, font=text_font)) for entry in series), default=0)
-    legend_left = max(SIDE_MARGIN, min(plot_left, WIDTH - SIDE_MARGIN - legend_width))
+    legend_left = max(SIDE_MARGIN, min(plot_left, width - SIDE_MARGIN - legend_width))
     for number, entry in enumerate(series):
         top = legend_top + number * (TEXT + 8)
         draw.rectangle((legend_left, top + 1, legend_left + 16, top + 17), fill=entry.colour)
