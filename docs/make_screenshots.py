@@ -1,5 +1,5 @@
-"""Regenerate the README's screenshots: the Predict tab on first load (an example already answered),
-on a desktop (1280 px) and on a phone (390 px), in headless Chromium.
+"""Regenerate the README's screenshots: the Predict tab on first load (an example already answered) on a
+laptop (1280 px) and the first screen of a phone (390 x 844), and the Compare tab, in headless Chromium.
 
     python docs/make_screenshots.py [--backbone SPEC] [--out docs] [--chromium PATH]
 
@@ -22,8 +22,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing the package
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
-VIEWPORTS = {"screenshot.png": {"width": 1280, "height": 900}, "screenshot-phone.png": {"width": 390, "height": 844}}
-HEIGHT_LIMIT = {"screenshot.png": 1000, "screenshot-phone.png": 2000}  # stop below the answer: the page is long
+VIEWPORTS = {"screenshot.png": {"width": 1280, "height": 800}, "screenshot-phone.png": {"width": 390, "height": 844},
+             "screenshot-compare.png": {"width": 1280, "height": 800}}
+HEIGHT_LIMIT = {"screenshot.png": 900, "screenshot-phone.png": 844,  # the phone's first screen, as a visitor sees it
+                "screenshot-compare.png": 900}
 
 
 def default_chromium() -> str:
@@ -58,6 +60,12 @@ def shoot(url: str, out: Path, chromium: str) -> list[Path]:
                 page = browser.new_page(viewport=viewport, device_scale_factor=1)
                 page.goto(url)
                 page.wait_for_selector("#predict-answer .czsl-headline", timeout=120_000)
+                page.wait_for_function("() => document.querySelector('#predict-visual-0 img')?.complete",
+                                       timeout=60_000)
+                if name == "screenshot-compare.png":
+                    page.locator("#predict-compare").click()
+                    page.wait_for_function("() => (document.querySelector('#compare-headline')?.innerText || '')"
+                                           ".includes('best guess')", timeout=120_000)
                 page.wait_for_timeout(800)  # let the images finish painting
                 raw = out / (name + ".raw.png")
                 height = min(HEIGHT_LIMIT[name], page.evaluate("document.documentElement.scrollHeight"))
