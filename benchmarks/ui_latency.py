@@ -4,7 +4,7 @@ one run (rounds alternate between them, so both see the same machine load).
     python benchmarks/ui_latency.py --before PATH_TO_OTHER_CHECKOUT [--after .] [--rounds 5] [--backbone tiny]
 
 Page to first answer: from navigation until the answered example's headline is on screen. Click to answer: from
-pressing Recognise until the new answer card replaces the old one. Prints medians and after/before ratios."""
+pressing Recognise (each time with other words) until the new answer card replaces the old one. Prints medians and after/before ratios."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
+WORD_LISTS = ("wet, dry", "old, new, shiny", "sleeping, sitting, standing, hot")
 SERVER = """
 import sys, time
 sys.path.insert(0, {root!r})
@@ -70,8 +71,16 @@ def click_to_answer(browser, url: str, clicks: int) -> list[float]:
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     page.goto(url)
     page.wait_for_selector("#predict-answer .czsl-headline", timeout=120_000)
+    # The same model on both sides (a checkout may open on another): the CLIP baseline.
+    if page.locator("#predict-model input").input_value() != "CLIP baseline":
+        page.locator("#predict-model input").click()
+        page.get_by_role("option", name="CLIP baseline").click()
+        page.wait_for_function("() => (document.querySelector('#predict-note')?.innerText || '')"
+                               ".includes('CLIP baseline')", timeout=120_000)
     times = []
-    for _ in range(clicks):
+    for click in range(clicks):
+        # Other words each time: an identical answer would leave the page's HTML as it was, with nothing to wait for.
+        page.locator("#predict-states textarea").fill(WORD_LISTS[click % len(WORD_LISTS)])
         page.evaluate("document.querySelector('#predict-answer .czsl-answer').dataset.old = '1'")
         started = time.perf_counter()
         page.locator("#predict-button").click()

@@ -138,6 +138,7 @@ def test_an_upload_after_an_example_says_which_words_it_searched(demo_url, brows
     wait_for_answer(page)
     assert "Looking for: states sleeping, sitting" in page.locator("#predict-answer").inner_text()
     assert "your own photo" in page.locator("#predict-words-rule").inner_text().lower()
+    assert page.locator("#predict-preset input").input_value() == CUSTOM_PRESET, "the first example's own words"
     page.locator("#predict-examples").locator("tbody tr").nth(1).click()
     wait_for_text(page, "#predict-answer", "objects coin")
     page.wait_for_function(f"() => document.querySelector('#predict-preset input').value === {CUSTOM_PRESET!r}",

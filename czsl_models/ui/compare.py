@@ -198,8 +198,10 @@ def build_compare_tab(state: AppState, shared: Any, concurrency_limit: int) -> C
             stale = gr.HTML("", visible=False, elem_id="compare-stale")
             headline = gr.Markdown("", elem_id="compare-headline")
             table = gr.HTML("", elem_id="compare-table")
-            gallery = gr.Gallery(label="Each model's explanation (click to enlarge)", columns=4, height="auto",
-                                 object_fit="contain", elem_id="compare-thumbnails", visible=False)
+            # No label chip or buttons: on the thumbnails they would cover the pictures' titles.
+            gallery = gr.Gallery(label="Each model's explanation (click to enlarge)", show_label=False, buttons=[],
+                                 columns=4, height="auto", object_fit="contain", elem_id="compare-thumbnails",
+                                 visible=False)
             with gr.Accordion("Timings (for researchers)", open=False, elem_id="compare-timings-box"):
                 timings = gr.Markdown("", elem_id="compare-timings")
     compared = gr.State("")  # inputs_key of the comparison on screen

@@ -420,10 +420,10 @@ def build_predict_tab(state: AppState, examples: list[Example], concurrency_limi
             answered = with_notice(answered, f"Your photo was searched for the '{DEFAULT_PRESET}' words: the "
                                              "example's words were for the example. Change them under What to "
                                              "look for.")
-        return [new_states, new_objects, *answered]
+        return [new_states, new_objects, matching_preset(state, new_states, new_objects, checkpoint_value), *answered]
 
     image.upload(on_upload, api_name="predict_upload", api_visibility="undocumented",
-                 **{**event_options, "outputs": [states, objects, *outputs]})
+                 **{**event_options, "outputs": [states, objects, preset, *outputs]})
 
     def on_model_change(model_name):
         """The checkpoints of a model and a sentence about it."""
@@ -471,9 +471,11 @@ def build_predict_tab(state: AppState, examples: list[Example], concurrency_limi
         """The word-list menu names the list on screen, whoever changed the words (an example, typing, a list)."""
         return gr.update(value=matching_preset(state, states_text, objects_text, checkpoint_value))
 
+    # Typed words are the visitor's own (said in the browser, no round trip); an example's are named on the server.
     for what, box in (("states", states), ("objects", objects)):
-        box.change(on_words_changed, inputs=[states, objects, checkpoint], outputs=[preset],
-                   api_name=f"predict_{what}_list_name", show_progress="hidden")
+        box.input(None, js=f"() => {CUSTOM_PRESET!r}", outputs=[preset], api_name=f"predict_{what}_own_words")
+    example_set.load_input_event.then(on_words_changed, inputs=[states, objects, checkpoint], outputs=[preset],
+                                      api_name="predict_example_list_name", show_progress="hidden")
     for what, box in (("states", states), ("objects", objects), ("pairs", pairs), ("world", world),
                       ("top_k", top_k), ("bias", bias)):
         box.input(None, js=MARK_STALE_JS, api_name=f"predict_{what}_stale")
@@ -494,10 +496,11 @@ def build_predict_tab(state: AppState, examples: list[Example], concurrency_limi
             first_cache[key] = on_predict(first_example.path, default_model, checkpoint_value, first_example.states,
                                           first_example.objects, WORLD_OPEN, "", 5, 0.0, "")
         menu = gr.update(choices=state.checkpoint_choices(default_model), value=checkpoint_value)
-        return [first_example.path, first_example.states, first_example.objects, menu,
+        words = matching_preset(state, first_example.states, first_example.objects, checkpoint_value)
+        return [first_example.path, first_example.states, first_example.objects, menu, words,
                 *copy.deepcopy(first_cache[key])]
 
-    first_outputs = [image, states, objects, checkpoint, *outputs]
+    first_outputs = [image, states, objects, checkpoint, preset, *outputs]
     return PredictTab(image=image, states=states, objects=objects, world=world, pairs=pairs, model=model,
                       checkpoint=checkpoint, preset=preset, compare_button=compare_button, outputs=outputs,
                       first_answer=first_answer, first_answer_outputs=first_outputs)
