@@ -32,7 +32,7 @@ def demo_url(tmp_path_factory):
 
 def make_checkpoint(folder: Path, dataset: str, auc: float, hm: float) -> None:
     """A tiny MSCI checkpoint that says it was trained on `dataset`, with those test metrics."""
-    from czsl_models.registry import load_model
+    from czsl_models import load_model
 
     model = load_model("msci", backbone="tiny")
     model.training_steps.fill_(40)
@@ -130,7 +130,7 @@ def test_two_visitors_both_get_the_open_baseline_answer_with_its_marked_picture(
 def test_an_upload_after_an_example_says_which_words_it_searched(demo_url, browser):  # noqa: F811
     """Items 1 and 9 (menu): the answer says what it looked for; the rule for a new photo is on screen and an
     example's words go back to the everyday list; the word-list menu names the words on screen."""
-    from czsl_models.presets import DEFAULT_PRESET, DEFAULT_STATES
+    from czsl_models.inputs.presets import DEFAULT_PRESET, DEFAULT_STATES
     from czsl_models.ui.predict import CUSTOM_PRESET
 
     page = browser.new_page(viewport=LAPTOP)

@@ -138,9 +138,8 @@ def as_grid(values: Any) -> np.ndarray | None:
 
 def compose_panels(panels: Sequence[tuple[str, Image.Image]],
                    legend: Sequence[tuple[tuple[int, int, int], str]] = ()) -> Image.Image:
-    """Pictures in rows no wider than MAX_ROW_WIDTH (so a phone shows their words at a readable size), each with
-    a title above, and an optional colour legend below (drawn with PIL: a fraction of matplotlib's time, which
-    matters for every prediction)."""
+    """Pictures in rows no wider than MAX_ROW_WIDTH (a phone shows their words readably), each titled, and an
+    optional colour legend below (drawn with PIL: a fraction of matplotlib's time, on every prediction)."""
     font = _font(PANEL_TEXT)
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     panel_width = max(image.width for _, image in panels)

@@ -12,10 +12,9 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from ..hosting.confinement import checkpoint_config as confined_checkpoint_config
 from ..hosting.space import GPU_SECONDS
 from ..models.base import Prediction
-from ..inputs.presets import DEFAULT_OBJECTS, DEFAULT_PRESET, DEFAULT_STATES, VOCABULARY_PRESETS
+from ..inputs.presets import DEFAULT_OBJECTS, DEFAULT_PRESET, DEFAULT_STATES
 from ..models.checkpoints import CheckpointError
 from .answer import (Honesty, LookingFor, answer_html, details_html, headline_text, is_random_backbone,
                      message_html)
@@ -25,16 +24,13 @@ from .image_files import cached_image_file
 from .inputs import (WORLD_CHOICES, WORLD_CLOSED, WORLD_OPEN, as_float, build_vocabulary, clamp_int,
                      friendly_errors, read_photo, uploaded_path)
 from .session import visitor_scope
-from .text import escape_html, escape_markdown
+from .text import escape_markdown
 from .state import DEFAULT_WEIGHTS_RULE, UNTRAINED, AppState, gpu_function
+from .word_lists import (CUSTOM_PRESET, WORDS_RULE, checkpoint_config, matching_preset, preset_names,
+                         preset_vocabulary, words_for_upload)
 
 VISUAL_SLOTS = 3
 MAX_TOP_K = 20
-DATASET_PRESET_PREFIX = "Dataset: "
-CHECKPOINT_PRESET = "The words the chosen weights were trained on"
-CUSTOM_PRESET = "Your own words, or an example's"  # what the menu says when the words match no list
-WORDS_RULE = ("An example brings its own words. Your own photo is searched for the words under *What to look for*; "
-              "when those are still an example's, they go back to *Everyday photos* first.")
 BIAS_RANGE = 20.0
 EXPLAIN_TITLE = "Why this answer?"
 
@@ -130,71 +126,6 @@ def predict_photo(state: AppState, image: Any, model_name: str, checkpoint: str 
         parts=details_html(prediction),
         honesty=honesty,
     )
-
-
-def checkpoint_config(checkpoint: str | None) -> dict[str, Any] | None:
-    """The config.json of a chosen checkpoint, or None for the untrained start."""
-    if not checkpoint or checkpoint == UNTRAINED:
-        return None
-    return confined_checkpoint_config(checkpoint)[1]
-
-
-def preset_names(state: AppState, has_checkpoint_words: bool = False) -> list[str]:
-    """Built-in vocabularies, then loaded datasets, then the checkpoint's own words, then 'your own words'."""
-    names = list(VOCABULARY_PRESETS)
-    names += [DATASET_PRESET_PREFIX + vocabulary.name for vocabulary in state.dataset_vocabularies()]
-    if has_checkpoint_words:
-        names.append(CHECKPOINT_PRESET)
-    return names + [CUSTOM_PRESET]
-
-
-def _word_key(text: str | None) -> tuple[str, ...]:
-    return tuple(word.strip().casefold() for word in (text or "").replace("\n", ",").split(",") if word.strip())
-
-
-def matching_preset(state: AppState, states: str, objects: str, checkpoint: str | None) -> str:
-    """The word list whose words are on screen, else CUSTOM_PRESET: the menu names what is searched for."""
-    key = (_word_key(states), _word_key(objects))
-    for name in preset_names(state, True):
-        if name == CUSTOM_PRESET:
-            continue
-        try:
-            preset = preset_vocabulary(state, name, checkpoint)
-        except (gr.Error, CheckpointError):
-            continue
-        if (_word_key(preset[0]), _word_key(preset[1])) == key:
-            return name
-    return CUSTOM_PRESET
-
-
-def words_for_upload(states: str, objects: str, examples: list[Example]) -> tuple[str, str]:
-    """WORDS_RULE: words still as an example left them go back to the everyday list; typed words stay."""
-    key = (_word_key(states), _word_key(objects))
-    if any((_word_key(example.states), _word_key(example.objects)) == key for example in examples):
-        return DEFAULT_STATES, DEFAULT_OBJECTS
-    return states, objects
-
-
-def preset_vocabulary(state: AppState, preset: str, checkpoint: str | None) -> tuple[str, str, str, str]:
-    """(states, objects, world, pairs) text of a preset."""
-    if preset in VOCABULARY_PRESETS:
-        states, objects = VOCABULARY_PRESETS[preset]
-        return states, objects, WORLD_OPEN, ""
-    if preset.startswith(DATASET_PRESET_PREFIX):
-        name = preset[len(DATASET_PRESET_PREFIX):]
-        for vocabulary in state.dataset_vocabularies():
-            if vocabulary.name == name:
-                pairs = "\n".join(f"{s} {o}" for s, o in vocabulary.pairs)
-                return ", ".join(vocabulary.states), ", ".join(vocabulary.objects), WORLD_CLOSED, pairs
-        raise gr.Error(f"The dataset {escape_html(name)} is no longer loaded; load it again in the Train or "
-                       "Evaluate tab.", print_exception=False)
-    if preset == CHECKPOINT_PRESET:
-        config = checkpoint_config(checkpoint) or {}
-        states, objects = config.get("train_states") or [], config.get("train_objects") or []
-        if not states or not objects:
-            raise gr.Error("The chosen trained weights do not list the words they were trained on.", print_exception=False)
-        return ", ".join(states), ", ".join(objects), WORLD_OPEN, ""
-    raise gr.Error(f"Unknown word list {escape_html(preset)!r}.", print_exception=False)
 
 
 def model_summary(state: AppState, model_name: str) -> str:
