@@ -252,3 +252,21 @@ def test_trained_weights_open_by_the_visible_rule_and_compare_uses_predicts(trai
     wait_for_text(page, "#compare-weights", "msci-shapes")
     assert "msci-mit-states" not in page.locator("#compare-weights").inner_text()
     page.close()
+
+
+def test_an_evaluation_is_marked_out_of_date_when_its_inputs_change(demo_url, browser):  # noqa: F811
+    """Item 2 in the Evaluate tab: change the photos evaluated on after a result and the result says so."""
+    page = browser.new_page(viewport=LAPTOP)
+    page.goto(demo_url)
+    wait_for_answer(page)
+    open_tab(page, "Evaluate")
+    page.locator("#evaluate-button").click()
+    wait_for_text(page, "#evaluate-summary", "photos", timeout=240_000)
+    assert not page.locator("#evaluate-stale").count()
+    page.get_by_label("Consider every state with every object (open world)").check()
+    wait_for_text(page, "#evaluate-stale", "Out of date", timeout=10_000)
+    assert contrast_of(page, "#evaluate-stale") >= 4.5
+    page.locator("#evaluate-button").click()
+    page.wait_for_function("() => !document.querySelector('#evaluate-stale')", timeout=10_000)
+    wait_for_text(page, "#evaluate-summary", "open world", timeout=240_000)
+    page.close()

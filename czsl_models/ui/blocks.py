@@ -33,7 +33,7 @@ def banner_markdown(text: str) -> str:
     head, _, rest = text.partition(". ")
     if not rest:
         return f"⚠️ **{text}**"
-    return f'⚠️ **{head}.** <span class="czsl-banner-more">{rest}</span>'
+    return f"⚠️ **{head}.** <span class='czsl-banner-more'>{rest}</span>"
 
 
 def example_photos(folder: Path | None = None) -> list[str]:

@@ -201,6 +201,23 @@ def metrics_of_model(state: AppState, model_name: str, checkpoint: str | None, s
     return {**metrics.to_dict(), "feasibility_threshold": threshold, "feasibility_source": source}, dataset.name
 
 
+MARK_STALE_JS = """() => {
+  const summary = document.querySelector('#evaluate-summary');
+  if (!summary || !summary.innerText.trim() || document.querySelector('#evaluate-stale')) return;
+  const note = document.createElement('p');
+  note.id = 'evaluate-stale';
+  note.className = 'czsl-previous-note';
+  note.setAttribute('role', 'status');
+  note.textContent = 'Out of date: the model, weights, dataset or settings changed. Press Evaluate to update.';
+  summary.before(note);
+  summary.parentElement.classList.add('czsl-stale-results');
+}"""
+CLEAR_STALE_JS = """() => {
+  document.querySelector('#evaluate-stale')?.remove();
+  document.querySelector('.czsl-stale-results')?.classList.remove('czsl-stale-results');
+}"""
+
+
 def refresh_checkpoints(state: AppState, model_name: str | None) -> Any:
     """The checkpoint menu of a model, newest first and chosen (e.g. one trained a minute ago)."""
     name = model_name or "clip"
@@ -236,7 +253,7 @@ def build_evaluate_tab(state: AppState) -> tuple[Any, Any]:
                                   visible=False, elem_id="evaluate-scores")
             run = gr.Button("Evaluate", variant="primary", elem_id="evaluate-button")
         with gr.Column(scale=6):
-            summary_text = gr.Markdown("")
+            summary_text = gr.Markdown("", elem_id="evaluate-summary")
             curve = gr.Image(label="Seen vs unseen accuracy", show_label=False, interactive=False, format="png",
                              elem_id="evaluate-curve")
             with gr.Column(visible=False) as table_box:  # no empty table before the first evaluation
@@ -294,6 +311,12 @@ def build_evaluate_tab(state: AppState) -> tuple[Any, Any]:
               concurrency_limit=1)
     open_world.change(lambda value: gr.update(visible=bool(value)), inputs=[open_world], outputs=[feasible_only],
                       api_name="evaluate_world_changed")
+    # A result stays on screen when the model, weights, dataset or settings change: marked out of date until the
+    # next evaluation (in the browser: nothing to compute).
+    run.click(None, js=CLEAR_STALE_JS, api_name="evaluate_fresh")
+    for number, component in enumerate([source, model, checkpoint, *picker.inputs, phase, open_world, scores_file,
+                                        feasible_only]):
+        component.change(None, js=MARK_STALE_JS, api_name=f"evaluate_input_{number}_stale")
     def on_source(value):
         """Show the model and dataset choices, or the scores file upload."""
         return gr.update(visible=value == SOURCE_MODEL), gr.update(visible=value == SOURCE_SCORES)

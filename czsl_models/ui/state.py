@@ -113,13 +113,13 @@ def load_app_backbone(requested: str | None, device: str | None = None) -> tuple
     except Exception as error:  # any failure, even deep inside a third-party loader, must leave a working app
         LOGGER.warning("%s Falling back to the tiny backbone.", error)
         if isinstance(error, UnsupportedBackboneError):
-            banner = f"{error} Running on a tiny random backbone instead: predictions are random."
+            banner = f"Demo mode: answers are random. {error} Running on a tiny random backbone instead."
         elif isinstance(error, BackboneError):
             banner = FALLBACK_BANNER
             LOGGER.warning("%s", FALLBACK_HOST_HINT)
         else:
-            banner = (f"Backbone {spec} could not be loaded ({type(error).__name__}: {error}). Running on a tiny "
-                      "random backbone instead: predictions are random.")
+            banner = (f"Demo mode: answers are random. Backbone {spec} could not be loaded ({type(error).__name__}: "
+                      f"{error}). Running on a tiny random backbone instead.")
     return get_backbone(TINY_BACKBONE, device), banner
 
 

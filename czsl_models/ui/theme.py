@@ -52,6 +52,7 @@ APP_CSS = """
 .czsl-previous > :not(.czsl-previous-note) { opacity: 0.5; }
 .czsl-previous-note { font-weight: 700; color: #7f1d1d !important; background: #fef2f2; border-radius: 6px;
   padding: 4px 8px; margin: 0 0 6px 0; opacity: 1; }
+.czsl-stale-results > :not(.czsl-previous-note) { opacity: 0.5; }
 .czsl-looking { color: #374151; margin: 0 0 4px 0; font-size: 0.95rem; overflow-wrap: anywhere; }
 .czsl-message { border-left: 5px solid #b91c1c; background: #fef2f2; color: #7f1d1d; padding: 8px 12px;
   border-radius: 6px; font-weight: 600; margin: 0; }
