@@ -159,7 +159,7 @@ def test_training_with_the_defaults_starts_plots_and_stops(app_url, browser):
                            "!document.querySelector('#train-epochs tbody').innerText.includes('No data')",
                            timeout=180_000)
     assert "Error" not in page.locator("#train-loss").inner_text()
-    assert page.locator("#train-loss canvas, #train-loss svg").count() >= 1, "the loss plot is drawn"
+    page.wait_for_selector("#train-loss canvas, #train-loss svg", timeout=30_000)  # the plot is drawn (async)
     page.locator("#train-stop").click()
     page.wait_for_function("() => /Stopped|Finished/.test(document.querySelector('#train-progress-box').innerText)",
                            timeout=120_000)
