@@ -10,8 +10,8 @@ from PIL import Image
 
 from czsl_models.models.base import Prediction, RankedPair
 from czsl_models.ui.explain import (COLOUR_BAR_HEIGHT, build_visuals, draw_evidence_box, heat_overlay,
-                                    heatmap_panels, mark_not_meaningful, MARK_BAND, MARK_BORDER, score_parts_visual,
-                                    where_in_photo)
+                                    heatmap_panels, score_parts_visual, where_in_photo)
+from czsl_models.ui.visual import MARK_BAND, MARK_BORDER, mark_not_meaningful
 from czsl_models.inputs.vocab import Vocabulary
 
 

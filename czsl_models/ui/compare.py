@@ -20,7 +20,8 @@ from ..hosting.space import GPU_SECONDS
 from ..models.base import CompositionModel, Prediction, VisualRequest
 from .answer import Honesty, is_random_backbone
 from .differences import comparison_headline, comparison_table_html
-from .explain import build_visuals, mark_not_meaningful
+from .explain import build_visuals
+from .visual import mark_not_meaningful
 from .inputs import build_vocabulary, friendly_errors, read_photo, uploaded_path
 from .state import UNTRAINED, AppState, gpu_function
 from .text import escape_markdown

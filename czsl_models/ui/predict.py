@@ -18,7 +18,8 @@ from ..inputs.presets import DEFAULT_OBJECTS, DEFAULT_PRESET, DEFAULT_STATES
 from ..models.checkpoints import CheckpointError
 from .answer import (Honesty, LookingFor, answer_html, details_html, headline_text, is_random_backbone,
                      message_html)
-from .explain import Visual, build_visuals, marginal_confidences, mark_not_meaningful, ranking_confidences
+from .explain import build_visuals, marginal_confidences, ranking_confidences
+from .visual import Visual, mark_not_meaningful
 from .gallery import Example
 from .image_files import cached_image_file
 from .inputs import (WORLD_CHOICES, WORLD_CLOSED, WORLD_OPEN, as_float, build_vocabulary, clamp_int,
