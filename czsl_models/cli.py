@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Callable, Sequence
 
-from .backbones.precision import add_head_precision_argument
+from .backbones.precision import add_backbone_precision_argument, add_head_precision_argument
 from .inputs.arguments import finite_float, positive_int
 from .inputs.presets import DEFAULT_OBJECTS, DEFAULT_STATES
 
@@ -57,6 +57,7 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bias", type=finite_float, default=0.0,
                         help="calibration bias added to unseen pairs (needs seen pairs)")
     add_head_precision_argument(parser)
+    add_backbone_precision_argument(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--output", default=None,
                         help="write one row per photo and rank to this .csv or .jsonl file instead of printing; photos "
@@ -87,7 +88,8 @@ def run_predict_command(args: argparse.Namespace) -> int:
         if Path(path).is_dir() or Path(path).suffix.lower() == ".zip":
             raise_user_error(f"{path} is a folder or zip: add --output preds.csv (or .jsonl) to predict all its photos")
     images = [load_image(path) for path in args.image]
-    model = load_model(args.model, checkpoint=args.checkpoint, backbone=args.backbone, revision=args.revision)
+    model = load_model(args.model, checkpoint=args.checkpoint, backbone=args.backbone, revision=args.revision,
+                       backbone_precision=args.backbone_precision)
     model.head_precision = args.head_precision
     vocab = Vocabulary.build(args.states, args.objects, pairs=pairs,
                              seen_pairs=[tuple(p) for p in model.train_pairs] if model.train_pairs else None)
@@ -118,7 +120,8 @@ def run_batch_prediction(args: argparse.Namespace, pairs: str | None) -> int:
         raise_user_error(str(error))
     if args.batch_size < 1:
         raise_user_error("--batch-size must be at least 1")
-    model = load_model(args.model, checkpoint=args.checkpoint, backbone=args.backbone, revision=args.revision)
+    model = load_model(args.model, checkpoint=args.checkpoint, backbone=args.backbone, revision=args.revision,
+                       backbone_precision=args.backbone_precision)
     model.head_precision = args.head_precision
     vocab = Vocabulary.build(args.states, args.objects, pairs=pairs,
                              seen_pairs=[tuple(p) for p in model.train_pairs] if model.train_pairs else None)

@@ -8,6 +8,8 @@ from contextlib import contextmanager
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("CZSL_DEVICE", "cpu")
+# The suite's reference numbers are float32 on every machine; tests of other precisions ask for them.
+os.environ.setdefault("CZSL_BACKBONE_PRECISION", "float32")
 
 from pathlib import Path
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -41,16 +42,30 @@ class VisualOutput:
         )
 
 
-def _attention_weights(attn: nn.MultiheadAttention, x: torch.Tensor) -> torch.Tensor:
-    """Per-head self-attention probabilities [B, H, T, T] of a batch-first MultiheadAttention."""
-    width = attn.embed_dim
+def _attention_block(block: nn.Module, x: torch.Tensor, adapter: nn.Module | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One ResidualAttentionBlock (plus optional adapters) with its attention computed explicitly, so the
+    per-head probabilities [B, H, T, T] it returns are the ones this pass used (no second Q/K projection)."""
+    attn: nn.MultiheadAttention = block.attn
+    batch, tokens, width = x.shape
     heads = attn.num_heads
-    q, k = F.linear(x, attn.in_proj_weight[: 2 * width], attn.in_proj_bias[: 2 * width]).chunk(2, dim=-1)
-    batch, tokens, _ = x.shape
-    q = q.reshape(batch, tokens, heads, width // heads).transpose(1, 2)
-    k = k.reshape(batch, tokens, heads, width // heads).transpose(1, 2)
+    h = block.ln_1(x)
+    q, k, v = F.linear(h, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+    q, k, v = (t.reshape(batch, tokens, heads, width // heads).transpose(1, 2) for t in (q, k, v))
     logits = q @ k.transpose(-1, -2) / (width // heads) ** 0.5
-    return logits.float().softmax(dim=-1)
+    probabilities = logits.float().softmax(dim=-1)  # float32: shown, and rolled out over every block
+    mixed = (probabilities.to(v.dtype) @ v).transpose(1, 2).reshape(batch, tokens, width)
+    attended = block.ls_1(attn.out_proj(mixed))
+    if adapter is not None:
+        attended = attended + _adapter_branch(adapter.attention_branch, x)
+    x = x + attended
+    x = x + block.ls_2(block.mlp(block.ln_2(x))) + (0 if adapter is None else _adapter_branch(adapter.mlp_branch, x))
+    return x, probabilities
+
+
+def _adapter_branch(branch: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """An adapter (float32 weights, trained with a float32 backbone) on tokens of any precision."""
+    return branch(x.float()).to(x.dtype)
 
 
 class Backbone:
@@ -70,6 +85,8 @@ class Backbone:
         self.name = str(spec)
         self.device = torch.device(device)
         self.model.to(self.device)
+        self.precision = "float32"  # of the image tower; set_precision changes it
+        self.image_dtype = torch.float32
         visual = self.model.visual
         self.width = visual.conv1.out_channels
         self.embed_dim = int(visual.proj.shape[1])
@@ -116,8 +133,37 @@ class Backbone:
         """Number of patch tokens (without CLS)."""
         return self.grid_size[0] * self.grid_size[1]
 
+    def set_precision(self, precision: str) -> "Backbone":
+        """Run the image tower in a concrete precision (backbones.precision.resolve_backbone_precision): on a
+        CPU, bfloat16 converts its weights and int8 quantises its Linear layers; on CUDA, half precision
+        runs under autocast. Once per backbone, from float32; the text tower always stays float32."""
+        if precision == self.precision:
+            return self
+        if self.precision != "float32":
+            raise ValueError(f"backbone {self.name} already runs in {self.precision}; load another for {precision}")
+        visual = self.model.visual
+        if precision == "bfloat16" and self.device.type == "cpu":
+            visual.to(torch.bfloat16)
+            self.image_dtype = torch.bfloat16
+        elif precision == "int8":
+            if self.device.type != "cpu":
+                raise ValueError("int8 backbones run only on a CPU")
+            with warnings.catch_warnings():  # torch points eager quantisation users to torchao; this API still works
+                warnings.simplefilter("ignore")
+                torch.ao.quantization.quantize_dynamic(visual, {nn.Linear}, dtype=torch.qint8, inplace=True)
+        elif precision not in ("bfloat16", "float16") or self.device.type != "cuda":
+            raise ValueError(f"backbone precision {precision!r} cannot run on {self.device}")
+        self.precision = precision
+        return self
+
     def autocast(self):
-        """Mixed precision on CUDA, nothing on CPU."""
+        """Half precision under autocast for the image tower on CUDA (unless forced to float32); nothing on CPU."""
+        if self.device.type == "cuda" and self.precision in ("bfloat16", "float16"):
+            return torch.autocast("cuda", dtype=torch.bfloat16 if self.precision == "bfloat16" else torch.float16)
+        return nullcontext()
+
+    def text_autocast(self):
+        """Mixed precision for the text tower on CUDA (as before backbone precisions existed), nothing on CPU."""
         if self.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
         return nullcontext()
@@ -146,11 +192,11 @@ class Backbone:
             if not 1 <= index <= self.num_layers:
                 raise ValueError(f"layer {index} outside 1..{self.num_layers}")
         with self.autocast():
-            x = visual.conv1(pixels.to(self.device))
+            x = visual.conv1(pixels.to(self.device, self.image_dtype))
             x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
             raw_patches = x
-            if edit_patch_embeddings is not None:
-                x = edit_patch_embeddings(x)
+            if edit_patch_embeddings is not None:  # the edit (a model's float32 head) sees float32 embeddings
+                x = edit_patch_embeddings(x.float()).to(x.dtype)
             cls_token = visual.class_embedding.view(1, 1, -1).expand(x.shape[0], -1, -1).to(x.dtype)
             x = torch.cat([cls_token, x], dim=1)
             x = x + visual.positional_embedding.to(x.dtype)
@@ -159,12 +205,14 @@ class Backbone:
             layer_tokens: dict[int, torch.Tensor] = {}
             attentions: list[torch.Tensor] = []
             for index, block in enumerate(visual.transformer.resblocks, start=1):
+                adapter = None if adapters is None else adapters[index - 1]
                 if attention:
-                    attentions.append(_attention_weights(block.attn, block.ln_1(x)))
-                if adapters is None:
+                    x, probabilities = _attention_block(block, x, adapter)
+                    attentions.append(probabilities)
+                elif adapter is None:
                     x = block(x)
                 else:
-                    x = self._block_with_adapters(block, x, adapters[index - 1])
+                    x = self._block_with_adapters(block, x, adapter)
                 if index in wanted:
                     layer_tokens[index] = self.project_tokens(x)
             pooled = visual.ln_post(x[:, 0])
@@ -185,8 +233,8 @@ class Backbone:
     def _block_with_adapters(block: nn.Module, x: torch.Tensor, adapter: nn.Module) -> torch.Tensor:
         # Same arithmetic as ResidualAttentionBlock.forward, plus adapters in parallel with
         # attention and MLP (AdaptFormer); zero-initialised adapters leave it unchanged.
-        x = x + block.ls_1(block.attention(q_x=block.ln_1(x))) + adapter.attention_branch(x)
-        x = x + block.ls_2(block.mlp(block.ln_2(x))) + adapter.mlp_branch(x)
+        x = x + block.ls_1(block.attention(q_x=block.ln_1(x))) + _adapter_branch(adapter.attention_branch, x)
+        x = x + block.ls_2(block.mlp(block.ln_2(x))) + _adapter_branch(adapter.mlp_branch, x)
         return x
 
     # -------------------------------------------------------------------- text
@@ -217,7 +265,7 @@ class Backbone:
             chunk = embeddings[start:start + chunk_size].to(self.device)
             positions = eot_positions[start:start + chunk_size].to(self.device)
             length = int(positions.max().item()) + 1
-            with self.autocast():
+            with self.text_autocast():
                 x = chunk[:, :length] + model.positional_embedding[:length].to(chunk.dtype)
                 mask = model.attn_mask[:length, :length] if model.attn_mask is not None else None
                 x = model.transformer(x, attn_mask=mask)

@@ -16,11 +16,12 @@ import torch
 from torch import nn
 
 from .backbone import Backbone
+from .precision import resolve_backbone_precision
 from .specs import (TINY_MODEL_CONFIG, TINY_SEED, BackboneError, BackboneSpec, UnsupportedBackboneError,
                     parse_backbone_spec, unsupported_reason)
 
 
-_BACKBONES: dict[tuple[str, str], Backbone] = {}
+_BACKBONES: dict[tuple[str, str, str], Backbone] = {}
 _BACKBONES_LOCK = threading.Lock()
 
 
@@ -103,12 +104,20 @@ def _offline_hint(spec: BackboneSpec) -> BackboneError:
     )
 
 
-def load_backbone_uncached(spec: str | BackboneSpec | None = None, device: torch.device | str | None = None) -> Backbone:
-    """Build a Backbone from a spec (no sharing; see get_backbone)."""
-    import open_clip
-
+def load_backbone_uncached(spec: str | BackboneSpec | None = None, device: torch.device | str | None = None,
+                           precision: str | None = None) -> Backbone:
+    """Build a Backbone from a spec (no sharing; see get_backbone), its image tower in `precision`
+    (backbones.precision: None or 'auto' picks per device)."""
     parsed = spec if isinstance(spec, BackboneSpec) else parse_backbone_spec(spec)
     device = torch.device(device) if device is not None else default_device()
+    backbone = _build_backbone(parsed, device)
+    backbone.set_precision(resolve_backbone_precision(device, precision))
+    return backbone
+
+
+def _build_backbone(parsed: BackboneSpec, device: torch.device) -> Backbone:
+    import open_clip
+
     if parsed.kind == "tiny":
         model = _build_from_config(TINY_MODEL_CONFIG, TINY_SEED)
         return Backbone(model, _preprocess_for(TINY_MODEL_CONFIG["vision_cfg"]["image_size"]), _tokenizer_for(77), parsed, device)
@@ -153,15 +162,18 @@ def load_backbone_uncached(spec: str | BackboneSpec | None = None, device: torch
     return Backbone(model, preprocess, tokenizer, parsed, device)
 
 
-def get_backbone(spec: str | BackboneSpec | None = None, device: torch.device | str | None = None) -> Backbone:
-    """The shared Backbone for a spec: loaded once per process and device, then reused."""
+def get_backbone(spec: str | BackboneSpec | None = None, device: torch.device | str | None = None,
+                 precision: str | None = None) -> Backbone:
+    """The shared Backbone for a spec: loaded once per process, device and backbone precision (None: the one
+    in effect, see backbones.precision.requested_backbone_precision), then reused."""
     parsed = spec if isinstance(spec, BackboneSpec) else parse_backbone_spec(spec)
     device = torch.device(device) if device is not None else default_device()
-    key = (str(parsed), str(device))
+    concrete = resolve_backbone_precision(device, precision)
+    key = (str(parsed), str(device), concrete)
     with _BACKBONES_LOCK:
         backbone = _BACKBONES.get(key)
         if backbone is None:
-            backbone = load_backbone_uncached(parsed, device)
+            backbone = load_backbone_uncached(parsed, device, concrete)
             _BACKBONES[key] = backbone
         return backbone
 
@@ -184,7 +196,11 @@ def save_backbone_local(backbone: Backbone, directory: str | Path) -> Path:
     preprocess_cfg = {"size": list(backbone.image_size), "mean": list(_preprocess_stat(backbone, "mean")),
                       "std": list(_preprocess_stat(backbone, "std"))}
     (directory / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}, indent=2))
-    state = {k: v.detach().cpu().contiguous() for k, v in backbone.model.state_dict().items()}
+    if backbone.precision == "int8":
+        raise BackboneError(f"Cannot save {backbone.spec} from its int8 copy; load it in float32 to save it.")
+    # Always float32 on disk, whatever precision this copy's image tower runs in.
+    state = {k: (v.float() if v.is_floating_point() else v).detach().cpu().contiguous()
+             for k, v in backbone.model.state_dict().items()}
     save_file(state, str(directory / "open_clip_model.safetensors"))
     return directory
 

@@ -17,7 +17,7 @@ from .score_files import load_metrics_inputs
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `evaluate`."""
-    from ..backbones.precision import add_head_precision_argument
+    from ..backbones.precision import add_backbone_precision_argument, add_head_precision_argument
 
     parser.add_argument("--model", default=None, help="clip, msci, refiner or svip (default: the checkpoint's, else clip)")
     parser.add_argument("--checkpoint", default=None,
@@ -32,6 +32,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
     parser.add_argument("--num-workers", type=int, default=None, help="image decoding processes (default: automatic)")
     add_head_precision_argument(parser)
+    add_backbone_precision_argument(parser)
     parser.add_argument("--json", action="store_true", help="print every metric and the curve as JSON")
 
 
@@ -68,7 +69,8 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
         name = args.model
         if name is None:
             name = read_checkpoint_config(resolve_checkpoint(args.checkpoint))["model_type"] if args.checkpoint else "clip"
-        model = load_model(name, checkpoint=args.checkpoint, backbone=args.backbone)
+        model = load_model(name, checkpoint=args.checkpoint, backbone=args.backbone,
+                           backbone_precision=args.backbone_precision)
         model.head_precision = args.head_precision
         dataset = load_dataset(args.dataset)
         if threshold == "val":
@@ -87,6 +89,7 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
         document = {"model": model.name, "checkpoint": args.checkpoint, "backbone": model.backbone.name,
                     "trained": model.is_trained, "dataset": dataset.name, "phase": args.phase,
                     "open_world": args.open_world, "images": len(dataset.splits[args.phase]),
+                    "backbone_precision": model.backbone.precision,
                     "head_precision": model.head_precision_in_use(), "feasibility_threshold": threshold,
                     "feasibility_source": None if threshold is None else CLIP_TEXT_FEASIBILITY,
                     "val_auc_by_threshold": None if tried is None else [[t, auc] for t, auc in tried.items()],
@@ -95,7 +98,7 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
         return 0
     status = ("trained" if model.is_trained else "untrained: the CLIP zero-shot baseline"
               if model.untrained_equals_baseline else "untrained: its numbers mean nothing yet")
-    print(f"{model.display_name} ({status}), backbone {model.backbone.name}")
+    print(f"{model.display_name} ({status}), backbone {model.backbone.name} ({model.backbone.precision})")
     print(f"{dataset.name}, {args.phase} split, {len(dataset.splits[args.phase])} images, {world}")
     print(format_metrics_table(metrics))
     return 0

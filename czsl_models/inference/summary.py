@@ -133,6 +133,7 @@ def prediction_summary(prediction: Prediction, marginals: int = 5) -> dict[str, 
     return {
         "model": prediction.model,
         "backbone": prediction.backbone,
+        "backbone_precision": prediction.backbone_precision,
         "trained": prediction.trained,
         "ranking": [{"rank": rank, "state": item.state, "object": item.object, "score": _rounded(item.score),
                      **({} if item.seen is None else {"seen_in_training": item.seen})}

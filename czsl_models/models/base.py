@@ -80,12 +80,14 @@ class Prediction:
     explanations: dict[str, Any]
     scores: np.ndarray  # [P] score of every candidate pair, in vocabulary order
     untrained_equals_baseline: bool = True  # False: an untrained model of this kind does not score as `clip`
+    backbone_precision: str = "float32"  # what the image tower computed in (backbones.precision)
 
     def to_dict(self) -> dict:
         """JSON-ready dict (the CLI's --json output)."""
         return {
             "model": self.model,
             "backbone": self.backbone,
+            "backbone_precision": self.backbone_precision,
             "trained": self.trained,
             "ranking": [{"state": r.state, "object": r.object, "score": r.score, **({} if r.seen is None else {"seen": r.seen})}
                         for r in self.ranking],
@@ -315,6 +317,7 @@ class CompositionModel(nn.Module, PyTorchModelHubMixin, library_name="czsl-model
                 states=_ranked(vocab.states, state_prob[b]), objects=_ranked(vocab.objects, object_prob[b]),
                 explanations=explanations, scores=scores[b].float().cpu().numpy(),
                 untrained_equals_baseline=self.untrained_equals_baseline,
+                backbone_precision=self.backbone.precision,
             ))
         return predictions
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..backbones.precision import using_backbone_precision
 from .registry import CheckpointError, model_class
 
 if TYPE_CHECKING:
@@ -153,11 +154,22 @@ def check_config_sizes(config: dict[str, Any], weights_path: Path) -> None:
 
 def load_model(name: str | None = None, checkpoint: str | Path | None = None, backbone: str | None = None, *,
                revision: str | None = None, token: str | bool | None = None, cache_dir: str | Path | None = None,
-               local_files_only: bool = False, force_download: bool = False, **overrides: Any) -> "CompositionModel":
+               local_files_only: bool = False, force_download: bool = False, backbone_precision: str | None = None,
+               **overrides: Any) -> "CompositionModel":
     """A model by name, untrained (its zero-initialised start) or from a checkpoint folder / Hub repo.
 
     With a checkpoint, `name` may be None: the checkpoint's config names the model. `revision`, `token`,
-    `cache_dir`, `local_files_only` and `force_download` are passed to the Hub download of a repo id."""
+    `cache_dir`, `local_files_only` and `force_download` are passed to the Hub download of a repo id.
+    `backbone_precision` (auto, float32, bfloat16, float16, int8; None: $CZSL_BACKBONE_PRECISION, else auto)
+    picks the shared backbone copy whose image tower runs in that precision."""
+    with using_backbone_precision(backbone_precision):
+        return _load_model(name, checkpoint, backbone, revision=revision, token=token, cache_dir=cache_dir,
+                           local_files_only=local_files_only, force_download=force_download, **overrides)
+
+
+def _load_model(name: str | None, checkpoint: str | Path | None, backbone: str | None, *, revision: str | None,
+                token: str | bool | None, cache_dir: str | Path | None, local_files_only: bool, force_download: bool,
+                **overrides: Any) -> "CompositionModel":
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 

@@ -171,9 +171,10 @@ class _Run:
             saved_path = training_state_path(self.out)
 
         torch.manual_seed(mix_seed("init", config.seed))
+        # The backbone precision is an inference setting: training always runs the frozen backbone in float32.
         model = load_model(config.model, backbone=config.backbone, train_states=list(dataset.states),
                            train_objects=list(dataset.objects), train_pairs=[list(p) for p in dataset.train_pairs],
-                           **self.recipe.model_options)
+                           backbone_precision="float32", **self.recipe.model_options)
         model.to(accelerator.device)
         self.model = model
         if model.num_trainable_parameters() == 0:

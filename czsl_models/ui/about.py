@@ -120,6 +120,18 @@ restrictions), and the two shapes are drawn by this app; see `examples/LICENSES.
 """
 
 
-def build_about_tab() -> None:
-    """Lay out the About tab (text only)."""
-    gr.Markdown(ABOUT_TEXT, elem_id="about-text")
+def runtime_text(backbone_name: str, device: str, precision: str) -> str:
+    """The About tab's note on what this server runs: the backbone, the device and the image tower's precision."""
+    how = {"float32": "float32, the reference arithmetic",
+           "bfloat16": "bfloat16 (about twice as fast as float32 where the processor has it natively; scores agree "
+                       "with float32 to about 1e-4)",
+           "float16": "half precision under autocast",
+           "int8": "int8 weights in its Linear layers"}.get(precision, precision)
+    return (f"## This server\n\nBackbone `{backbone_name}` on `{device}`; its image encoder computes in {how}. "
+            "The host chooses this with `--backbone-precision` or `CZSL_BACKBONE_PRECISION` (auto, float32, "
+            "bfloat16, float16, int8).")
+
+
+def build_about_tab(runtime: str = "") -> None:
+    """Lay out the About tab (text only), with the server's runtime note when given."""
+    gr.Markdown(ABOUT_TEXT + ("\n" + runtime if runtime else ""), elem_id="about-text")

@@ -9,7 +9,7 @@ from typing import Any
 import gradio as gr
 
 from ..hosting.space import storage_note
-from .about import build_about_tab
+from .about import build_about_tab, runtime_text
 from .api import build_api, hide_ui_events
 from .compare import build_compare_tab
 from .evaluate import build_evaluate_tab, refresh_checkpoints
@@ -69,8 +69,9 @@ def build_app(state: AppState, examples: list[str] | None = None) -> gr.Blocks:
             with gr.Tab("Evaluate", id="evaluate") as evaluate_tab:
                 evaluate_model, evaluate_checkpoint = build_evaluate_tab(state)
             with gr.Tab("About", id="about"):
-                build_about_tab()
-        gr.Markdown(f"<small>Backbone: `{state.backbone_spec}` on {state.backbone.device}.</small>")
+                build_about_tab(runtime_text(state.backbone_spec, str(state.backbone.device), state.backbone.precision))
+        gr.Markdown(f"<small>Backbone: `{state.backbone_spec}` on {state.backbone.device}, image encoder in "
+                    f"{state.backbone.precision}.</small>")
 
         @visitor_scope
         def on_predict_tab(model_name, checkpoint_value):

@@ -6,7 +6,8 @@ GRADIO_SERVER_PORT, GRADIO_SHARE, GRADIO_MCP_SERVER), so a Hugging Face Space co
 settings: CZSL_WEIGHTS_DIR (checkpoints, default weights/), CZSL_DATA_DIR (unpacked dataset zips, default
 runs/datasets), CZSL_PREDICT_CONCURRENCY (predictions at once, default 4) and CZSL_ALLOW_SERVER_PATHS
 (training on server folders; on by default except on a Space). --head-precision / CZSL_HEAD_PRECISION
-sets MSCI's row-head precision at inference (auto, float32, bfloat16; czsl_models/backbones/precision.py).
+sets MSCI's row-head precision at inference (auto, float32, bfloat16; czsl_models/backbones/precision.py);
+--backbone-precision / CZSL_BACKBONE_PRECISION the image backbone's (auto, float32, bfloat16, float16, int8).
 --checkpoints / CZSL_CHECKPOINTS lists Hub checkpoints (owner/name[@revision], comma separated) to fetch at
 start and offer in Predict, Compare and Evaluate; the first one is Predict's default. The MCP server (tools: the
 documented API of czsl_models/ui/api.py) is on unless --no-mcp or GRADIO_MCP_SERVER=false."""
@@ -52,6 +53,10 @@ def parse_args(argv: Sequence[str] | None = None, prog: str | None = None) -> ar
     parser.add_argument("--head-precision", default=os.environ.get("CZSL_HEAD_PRECISION"),
                         help="MSCI's row head at inference: auto (bfloat16 where native), float32 or bfloat16 "
                              "(default $CZSL_HEAD_PRECISION, else auto)")
+    parser.add_argument("--backbone-precision", default=os.environ.get("CZSL_BACKBONE_PRECISION"),
+                        help="the image backbone's precision: auto (bfloat16 on a CPU that has it natively, half "
+                             "precision on CUDA, else float32), float32, bfloat16, float16 (CUDA) or int8 (CPU) "
+                             "(default $CZSL_BACKBONE_PRECISION, else auto)")
     parser.add_argument("--checkpoints", default=os.environ.get("CZSL_CHECKPOINTS"),
                         help="Hub checkpoints to offer, owner/name[@revision] comma separated; the first is "
                              "Predict's default (default $CZSL_CHECKPOINTS)")
@@ -67,6 +72,13 @@ def parse_args(argv: Sequence[str] | None = None, prog: str | None = None) -> ar
             args.head_precision = check_head_precision(args.head_precision)
         except ValueError as error:
             parser.error(str(error))
+    if args.backbone_precision:
+        from ..backbones.precision import check_backbone_precision
+
+        try:
+            args.backbone_precision = check_backbone_precision(args.backbone_precision)
+        except ValueError as error:
+            parser.error(str(error))
     return args
 
 
@@ -80,6 +92,8 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
         os.environ["CZSL_DEVICE"] = args.device  # models and training pick their device from here
     if args.head_precision:
         os.environ["CZSL_HEAD_PRECISION"] = args.head_precision  # read by every model at inference
+    if args.backbone_precision:
+        os.environ["CZSL_BACKBONE_PRECISION"] = args.backbone_precision  # read when the shared backbone loads
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from .blocks import create_app, launch_options
 
