@@ -227,7 +227,7 @@ class Backbone:
     def project_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """ln_post then proj on every token: block outputs in the joint embedding space."""
         visual = self.model.visual
-        return visual.ln_post(x) @ visual.proj
+        return visual.ln_post(x.to(self.image_dtype)) @ visual.proj
 
     @staticmethod
     def _block_with_adapters(block: nn.Module, x: torch.Tensor, adapter: nn.Module) -> torch.Tensor:

@@ -286,7 +286,7 @@ class AppState:
 
     def _load(self, name: str, checkpoint: str) -> CompositionModel:
         if checkpoint == UNTRAINED:
-            model = load_model(name, backbone=self.backbone_spec)
+            model = load_model(name, backbone=self.backbone_spec, backbone_precision=self.backbone.precision)
             model.eval()
             return model
         directory, config = checkpoint_config(checkpoint)
@@ -301,7 +301,7 @@ class AppState:
                 f"{shown} was trained with the backbone {trained_on}, but this app runs {self.backbone_spec}. "
                 f"Start the app with --backbone {trained_on} to use it.")
         try:
-            return load_model(name, checkpoint=directory)
+            return load_model(name, checkpoint=directory, backbone_precision=self.backbone.precision)
         except CheckpointError as error:
             raise CheckpointError(scrub(str(error), directory, checkpoint)) from None
 
