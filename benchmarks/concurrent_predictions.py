@@ -1,6 +1,7 @@
 """Latency of N concurrent predictions through the served app (tiny backbone), each from its own
 gradio_client session, as a public Space sees them (SPACE_ID set, so every visitor is kept apart): prints
-p50 / p95 / max seconds, the machine load and its CPU.
+one prediction's time alone ("single", the median of three), p50 / p95 / max seconds of the concurrent ones,
+p95 / single, the machine load and its CPU.
 
     python benchmarks/concurrent_predictions.py [--requests 30] [--model msci] [--local]
 """
@@ -70,12 +71,14 @@ def main() -> None:
             return time.perf_counter() - started
 
         one(0)  # warm-up: the first call fills the text-feature cache
+        single = statistics.median(one(0) for _ in range(3))
         load_before = os.getloadavg()[0]
         with ThreadPoolExecutor(max_workers=args.requests) as pool:
             seconds = list(pool.map(one, range(args.requests)))
         demo.close()
-    print(f"{args.requests} concurrent /predict ({args.model}, tiny backbone): p50 {statistics.median(seconds):.2f} s, "
-          f"p95 {percentile(seconds, 0.95):.2f} s, max {max(seconds):.2f} s; "
+    print(f"single: {single:.2f} s; {args.requests} concurrent /predict ({args.model}, tiny backbone): p50 {statistics.median(seconds):.2f} s, "
+          f"p95 {percentile(seconds, 0.95):.2f} s ({percentile(seconds, 0.95) / single:.1f}x single), "
+          f"max {max(seconds):.2f} s; "
           f"load average before {load_before:.2f}, after {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs "
           f"({torch.backends.cpu.get_cpu_capability()}), {'local' if args.local else 'as a Space'}")
 
