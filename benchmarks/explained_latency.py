@@ -5,7 +5,8 @@ alternated in one run; plus how far `auto` drifts from float32 on the real examp
 Prints one JSON object per model: model, precision (what `auto` chose here), seconds_float32, seconds_auto,
 speedup, top1_agreement (share of example photos whose top composition is the same), cosine (the lowest,
 over the photos, cosine between the mean-centred score vectors of all pairs: stricter than raw scores, whose
-common offset makes any two vectors look alike), cpu_capability, threads and the load average. The default
+common offset makes any two vectors look alike), cpu_capability, threads and the load average, and the
+process CPU seconds of both (steadier than wall time when other processes share the cores). The default
 backbone is the real ViT-L/14 architecture with random weights (no download); its timing is that of the
 released weights, its drift only indicative (benchmarks/precision_drift.py, --backbone, for real weights).
 
@@ -38,19 +39,19 @@ FULL_BACKBONE = "random:ViT-L-14-quickgelu"
 MODELS = ("clip", "msci", "refiner", "svip")
 
 
-def explained_prediction(state, model: str, photo: str) -> float:
-    """Seconds for the app's Predict computation on one photo: what the visitor waits for."""
+def explained_prediction(state, model: str, photo: str) -> tuple[float, float]:
+    """(wall, process CPU) seconds of the app's Predict computation on one photo: what the visitor waits for."""
     from czsl_models.inputs.presets import DEFAULT_OBJECTS, DEFAULT_STATES
     from czsl_models.ui.inputs import WORLD_OPEN
     from czsl_models.ui.predict import predict_photo
     from czsl_models.ui.state import UNTRAINED
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     result = predict_photo(state, photo, model, UNTRAINED, DEFAULT_STATES, DEFAULT_OBJECTS, WORLD_OPEN, "", 5, 0.0)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     if not result.visuals:
         raise RuntimeError(f"{model}: the app built no explanation picture")
-    return seconds
+    return seconds, cpu
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -79,17 +80,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for model in [name.strip() for name in args.models.split(",") if name.strip()]:
         for state in states.values():  # warm-up: loads the model, encodes the words once
             explained_prediction(state, model, photos[0])
-        times: dict[str, list[float]] = {name: [] for name in states}
+        times: dict[str, list[tuple[float, float]]] = {name: [] for name in states}
         for repeat in range(args.repeats):
             for name, state in states.items():  # alternated, so load changes hit both alike
                 times[name].append(explained_prediction(state, model, photos[repeat % len(photos)]))
         reference = states["float32"].get_model(model, UNTRAINED)
         candidate = states["auto"].get_model(model, UNTRAINED)
         agreement, cosine = score_drift(reference, candidate, photos, vocab)
-        seconds = {name: statistics.median(values) for name, values in times.items()}
+        seconds = {name: statistics.median(wall for wall, _ in values) for name, values in times.items()}
+        cpu = {name: statistics.median(used for _, used in values) for name, values in times.items()}
         row = {"model": model, "precision": chosen, "seconds_float32": round(seconds["float32"], 3),
                "seconds_auto": round(seconds["auto"], 3), "speedup": round(seconds["float32"] / seconds["auto"], 2),
-               "top1_agreement": round(agreement, 4), "cosine": round(cosine, 6), "cpu_capability": capability,
+               "cpu_seconds_float32": round(cpu["float32"], 3), "cpu_seconds_auto": round(cpu["auto"], 3),
+               "cpu_speedup": round(cpu["float32"] / cpu["auto"], 2), "top1_agreement": round(agreement, 4), "cosine": round(cosine, 6), "cpu_capability": capability,
                "backbone": spec, "threads": torch.get_num_threads(), "load_average": round(os.getloadavg()[0], 2)}
         print(json.dumps(row), flush=True)
         rows.append(row)
