@@ -187,8 +187,9 @@ def _evaluate(out: Path, dataset_dir: Path, options: ReproduceOptions, plan: dic
     from ..evaluation.evaluate import evaluate_model
     from ..models.checkpoints import load_model
 
-    model = load_model(None, checkpoint=out)
-    model.head_precision = "float32"  # as released: the whole evaluation in float32
+    # as released: the whole evaluation in float32 (the trainer's float32 backbone is reused)
+    model = load_model(None, checkpoint=out, backbone_precision="float32")
+    model.head_precision = "float32"
     dataset = load_dataset(dataset_dir)
     kwargs = {"batch_size": options.eval_batch_size, "num_workers": options.num_workers}
     evaluation = plan["evaluation"]

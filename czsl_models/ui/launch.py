@@ -4,7 +4,8 @@
 Every option also reads an environment variable (CZSL_BACKBONE, CZSL_DEVICE, GRADIO_SERVER_NAME,
 GRADIO_SERVER_PORT, GRADIO_SHARE, GRADIO_MCP_SERVER), so a Hugging Face Space configures it without flags. Other
 settings: CZSL_WEIGHTS_DIR (checkpoints, default weights/), CZSL_DATA_DIR (unpacked dataset zips, default
-runs/datasets), CZSL_PREDICT_CONCURRENCY (predictions at once, default 4) and CZSL_ALLOW_SERVER_PATHS
+runs/datasets), CZSL_PREDICT_CONCURRENCY (predictions at once, default 4), CZSL_PREDICT_BATCH_WAIT_MS (how
+long a prediction waits for others to share its backbone pass, default 5; 0: off) and CZSL_ALLOW_SERVER_PATHS
 (training on server folders; on by default except on a Space). --head-precision / CZSL_HEAD_PRECISION
 sets MSCI's row-head precision at inference (auto, float32, bfloat16; czsl_models/backbones/precision.py);
 --backbone-precision / CZSL_BACKBONE_PRECISION the image backbone's (auto, float32, bfloat16, float16, int8).
