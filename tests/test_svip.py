@@ -219,6 +219,7 @@ def trained(example_images):
     return SimpleNamespace(model=model, before=before, first_gradients=first_gradients, parts=parts, stale=stale)
 
 
+@pytest.mark.cpu_kernels
 def test_training_reaches_every_trainable_tensor(trained):
     """At step 0 the zero-initialised mix of e and beta block the gradient of the tensors behind them
     (it is exactly zero there), so the test checks: every gradient exists and is finite at step 0,
@@ -231,8 +232,11 @@ def test_training_reaches_every_trainable_tensor(trained):
             assert not torch.equal(parameter.detach(), trained.before[name]), f"{name} did not change"
     first, second = trained.parts
     assert {"pair", "original_pair", "consistency", "patchcls_bce"} <= set(first)
-    assert first["consistency"] == pytest.approx(0.0, abs=1e-6)  # e = 0 at step 0: both passes agree
-    assert second["consistency"] > 0  # the learned context now changes the contextualised pass
+    # e = 0 at step 0: both passes agree up to float rounding. The term is T^2 times a KL divergence, so rounding
+    # shows up scaled by T^2 (T = 20 here) and by the size of the log-probabilities (the pair loss, in nats).
+    rounding = trained.model.consistency_temperature ** 2 * 64 * torch.finfo(torch.float32).eps * first["pair"]
+    assert abs(first["consistency"]) <= rounding
+    assert second["consistency"] > abs(first["consistency"])  # the learned context now changes the contextualised pass
     assert all(math.isfinite(value) for value in first.values())
     # PatchCls trained, but the teacher keeps selecting until validation shows they agree.
     assert int(trained.model.patchcls_steps) == 2 and trained.model.selection_source == "teacher"
