@@ -20,6 +20,7 @@ from conftest import served_app
 from czsl_models.inputs.presets import DEFAULT_OBJECTS, DEFAULT_STATES
 from czsl_models.ui.datasets import SOURCE_SYNTHETIC, SOURCE_ZIP
 from czsl_models.ui.inputs import WORLD_CLOSED, WORLD_OPEN
+from czsl_models.ui.text import escape_markdown
 
 EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.jpg"))
 MODELS = ["clip", "msci", "refiner", "svip"]
@@ -155,7 +156,7 @@ def test_compare_shows_the_differences_first_and_times_each_model(client):
     outputs = client.predict(handle_file(str(EXAMPLES[2])), DEFAULT_STATES, DEFAULT_OBJECTS, WORLD_OPEN, "", "msci", "",
                              api_name="/compare")
     preview, words, weights, stale, headline, table, gallery, timings = outputs  # the State stays on the server
-    assert EXAMPLES[2].name in words, "Compare says which photo (shared with Predict) it used"
+    assert escape_markdown(EXAMPLES[2].name) in words, "Compare says which photo (shared with Predict) it used"
     # Untrained models share the baseline's answer: the headline says they agree, the table has no rank change.
     assert headline.startswith(f"All {len(MODELS)} models give the same best guess") and "random" in headline
     assert "MSCI**: no trained weights" in weights

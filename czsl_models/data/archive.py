@@ -164,13 +164,13 @@ def import_zip(
     """Unpack a user's dataset zip into a new folder safely, or raise DatasetError and write nothing."""
     zip_path, target = Path(zip_path), Path(target_dir)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise DatasetError(f"{target} already exists; choose another name or remove it first")
+        raise DatasetError(f"{target.name} already exists; choose another name or remove it first")
     try:
         archive = zipfile.ZipFile(zip_path)
     except FileNotFoundError:
-        raise DatasetError(f"zip file not found: {zip_path}") from None
-    except (zipfile.BadZipFile, OSError, ValueError) as error:
-        raise DatasetError(f"{zip_path.name} is not a readable zip file ({error})") from None
+        raise DatasetError(f"zip file not found: {zip_path.name}") from None
+    except (zipfile.BadZipFile, OSError, ValueError):
+        raise DatasetError(f"{zip_path.name} is not a readable zip file") from None
     with archive:
         plan, skipped = _plan_extraction(archive.infolist(), max_total_bytes, max_files, max_file_bytes)
         if not any(Path(parts[-1]).suffix.lower() in IMAGE_EXTENSIONS for _, parts in plan):
@@ -192,8 +192,8 @@ def import_zip(
                 except (zipfile.BadZipFile, EOFError, NotImplementedError, RuntimeError) as error:
                     message = f"{zip_path.name} is damaged or unsupported ({info.filename}: {error})"
                     raise DatasetError(message) from None
-                except OSError as error:
-                    raise DatasetError(f"cannot unpack {info.filename!r}: {error}") from None
+                except OSError as error:  # the library's text names the server's folder: say only what failed
+                    raise DatasetError(f"cannot unpack {info.filename!r} ({error.strerror or type(error).__name__})") from None
                 if destination.suffix.lower() in IMAGE_EXTENSIONS:
                     if _is_readable_image(destination):
                         images += 1
@@ -206,7 +206,9 @@ def import_zip(
             try:
                 layout = load_dataset(content).layout
             except DatasetError as error:
-                raise DatasetError(f"the zip does not hold a usable dataset: {error}") from None
+                # The layout's message names files inside the staging folder: show them relative to the zip.
+                shown = str(error).replace(str(content) + os.sep, "").replace(str(content), zip_path.name)
+                raise DatasetError(f"the zip does not hold a usable dataset: {shown}") from None
             if target.exists():
                 target.rmdir()  # checked empty above; rmdir refuses if anything appeared since
             os.rename(content, target)

@@ -8,13 +8,15 @@ import re
 from pathlib import Path
 from typing import Any, Iterable
 
+from .budget import VISITORS_FOLDER, keep_disk_budget, protect_host_folders, touch
+from .hub_budget import check_downloaded, check_hub_checkpoint
 from .space import HOST, current_visitor, hub_read_token, hub_token_fingerprint
 from ..models.checkpoints import CheckpointError, read_checkpoint_config, weights_dir
 
-VISITORS_FOLDER = ".visitors"  # under the weights folder; hidden from the host's list
 REFUSED = "Choose trained weights from the list, or type a Hugging Face repo id (owner/name)."
 HUB_FILES = ["config.json", "model.safetensors", "README.md", "metrics.json"]
 _HOST_FOLDERS: set[Path] = set()  # local copies of the Hub checkpoints the host listed (hub.hosted)
+_HOST_NAMES: dict[str, Path] = {}  # the same, by the name visitors see (repo id[@revision]), never a server path
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 
 
@@ -22,6 +24,25 @@ def allow_host_folders(folders: Iterable[Path]) -> None:
     """Let these folders (the host's own picks, fetched from the Hub at start) be loaded by path as well."""
     for folder in folders:
         _HOST_FOLDERS.add(Path(folder).resolve())
+    protect_host_folders(_HOST_FOLDERS)
+
+
+def allow_host_checkpoint(name: str, folder: Path) -> None:
+    """Let the host's Hub checkpoint be chosen by its repo id[@revision], served from its local copy."""
+    _HOST_NAMES[name] = Path(folder).resolve()
+    allow_host_folders([folder])
+
+
+def choice_value(folder: Path) -> str:
+    """What a checkpoint menu offers for a local folder: its name where visitors are strangers (they never see a
+    server path), its path otherwise."""
+    from .space import visitors_isolated
+
+    if not visitors_isolated():
+        return str(folder)
+    resolved = Path(folder).resolve()
+    named = [name for name, path in _HOST_NAMES.items() if path == resolved]
+    return named[0] if named else Path(folder).name
 
 
 def visitor_weights_dir(visitor: str | None = None, root: Path | None = None) -> Path:
@@ -61,6 +82,8 @@ def is_repo_id(value: str) -> bool:
 def locate_checkpoint(value: str) -> tuple[Path | None, str | None]:
     """(local folder, None) or (None, Hub repo id) for what the visitor chose; CheckpointError(REFUSED) otherwise."""
     value = (value or "").strip()
+    if value in _HOST_NAMES and _HOST_NAMES[value].is_dir():
+        return _HOST_NAMES[value], None
     root = weights_dir()
     local = _allowed_local(value, root, visitor_weights_dir(root=root))
     if local is not None:
@@ -77,27 +100,45 @@ def shown_name(value: str) -> str:
 
 
 def download_repo(repo_id: str) -> Path:
-    """A Hub checkpoint's files, read with the visitor's own login (on a Space never the host's HF_TOKEN)."""
-    from huggingface_hub import snapshot_download
+    """A Hub checkpoint's files, read with the visitor's own login (on a Space never the host's HF_TOKEN), after
+    its size and tensor shapes were checked from the Hub's metadata (hub_budget); then the disk budget is kept."""
+    from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
-                                        RepositoryNotFoundError, RevisionNotFoundError)
+                                        NotASafetensorsRepoError, OfflineModeIsEnabled, RepositoryNotFoundError,
+                                        RevisionNotFoundError, SafetensorsParsingError)
 
+    wanted = tuple(HUB_FILES)
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES, token=hub_read_token()))
-    except LocalEntryNotFoundError:
+        if constants.HF_HUB_OFFLINE:  # only the local cache is read: check what is there before reading it
+            folder = Path(snapshot_download(repo_id, allow_patterns=HUB_FILES, token=hub_read_token()))
+            check_downloaded(repo_id, folder, wanted)
+            return folder
+        checked = check_hub_checkpoint(repo_id, wanted, hub_read_token())
+        folder = Path(snapshot_download(repo_id, revision=checked.commit, allow_patterns=list(checked.files),
+                                        token=hub_read_token()))
+        keep_disk_budget(keep={folder})
+        return folder
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled):
         raise CheckpointError(f"Checkpoint {repo_id} is not in the local cache and the Hub cannot be reached "
                               "(offline?). Connect once to download it, or choose weights from the list.") from None
     except (RepositoryNotFoundError, GatedRepoError, RevisionNotFoundError):
         raise CheckpointError(f"No model repo {repo_id} that you can read on the Hugging Face Hub (if it is "
                               "private, sign in with an account that can read it).") from None
-    except (HfHubHTTPError, OSError, ValueError) as error:
-        raise CheckpointError(f"Could not download {repo_id} ({type(error).__name__}); try again later.") from None
+    except CheckpointError:
+        raise
+    except (NotASafetensorsRepoError, SafetensorsParsingError):
+        raise CheckpointError(f"{repo_id}'s model.safetensors has no readable header; it is not downloaded.") from None
+    except (HfHubHTTPError, OSError, ValueError) as error:  # SafetensorsParsingError is a ValueError too
+        raise CheckpointError(f"Could not read {repo_id} from the Hub ({type(error).__name__}); try again later, "
+                              "or check that it is a czsl_models checkpoint.") from None
 
 
 def checkpoint_folder(value: str) -> Path:
     """The local folder of a checkpoint the visitor may load (Hub repos downloaded first)."""
     local, repo_id = locate_checkpoint(value)
-    return local if local is not None else download_repo(repo_id)
+    folder = local if local is not None else download_repo(repo_id)
+    touch(folder)  # most recently used: pruned last
+    return folder
 
 
 def scrub(text: str, folder: Path, value: str) -> str:

@@ -40,8 +40,9 @@ def check_npz(path: str | Path, max_bytes: int | None = None) -> None:
                               f"{max_bytes / 1e6:,.0f} MB.")
         declared = 0
         for info in members:
-            if not info.filename.endswith(".npy"):
-                continue
+            if not info.filename.endswith(".npy") or info.is_dir():
+                raise NpzTooLarge(f"{name} holds {Path(info.filename).name!r}, which is not a .npy array; a scores "
+                                  "file holds only the arrays numpy.savez writes.")
             try:
                 with archive.open(info) as member:
                     version = np.lib.format.read_magic(member)

@@ -13,6 +13,9 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 DEFAULT_MAX_PIXELS = 60_000_000  # a 50-megapixel phone photo passes; 100 MP does not
+BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "LA": 2, "La": 2, "PA": 2, "I;16": 2, "I;16B": 2, "I;16L": 2,
+                   "I;16N": 2, "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3, "RGBA": 4, "RGBa": 4, "RGBX": 4,
+                   "CMYK": 4, "I": 4, "F": 4}
 MAX_ASPECT = 2.0  # longer side / shorter side kept: the centre square plus a margin for the resize filter
 
 
@@ -25,14 +28,33 @@ def max_pixels() -> int:
     return int(os.environ.get("CZSL_MAX_PIXELS", DEFAULT_MAX_PIXELS))
 
 
+def max_decode_bytes() -> int:
+    """Largest decoded image in bytes, whatever its mode (CZSL_MAX_DECODE_MB; default: the pixel limit in RGB)."""
+    try:
+        return int(float(os.environ["CZSL_MAX_DECODE_MB"]) * 1e6)
+    except (KeyError, ValueError):
+        return max_pixels() * 3
+
+
+def decoded_bytes(image: Image.Image) -> int:
+    """What decoding takes: width x height x bytes per pixel of its mode (RGBA 4, 16-bit grey 2, float 4...)."""
+    width, height = image.size
+    return width * height * BYTES_PER_PIXEL.get(image.mode, 4)
+
+
 def check_image_size(image: Image.Image, name: str = "The image") -> None:
-    """Raise ImageError when an image has more pixels than the limit (checked before decoding)."""
+    """Raise ImageError when an image has more pixels or decodes to more bytes than the limits (from its header,
+    before decoding)."""
     width, height = image.size
     if width * height > max_pixels():
         raise ImageError(
             f"{name} is {width:,} x {height:,} pixels ({width * height / 1e6:.0f} megapixels); the limit is "
             f"{max_pixels() / 1e6:.0f} megapixels. Resize it first (the models look at 224 x 224 pixels anyway)."
         )
+    if decoded_bytes(image) > max_decode_bytes():
+        raise ImageError(
+            f"{name} is {width:,} x {height:,} pixels in {image.mode} and would take {decoded_bytes(image) / 1e6:,.0f} MB "
+            f"to open; the limit is {max_decode_bytes() / 1e6:,.0f} MB. Resize it or save it as RGB first.")
     if width < 1 or height < 1:
         raise ImageError(f"{name} is empty.")
 

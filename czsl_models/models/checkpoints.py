@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..backbones.precision import using_backbone_precision
+from .build_budget import build_budget, check_tensor_shapes
 from .registry import CheckpointError, model_class
 
 if TYPE_CHECKING:
@@ -134,7 +135,7 @@ def safetensors_shapes(weights_path: Path) -> dict[str, tuple[int, ...]]:
 def check_config_sizes(config: dict[str, Any], weights_path: Path) -> None:
     """Refuse a config whose sizes are out of bounds or absent from the weights file's tensor shapes, before a
     model is built from it (a config.json is text anyone can edit; a wrong size would allocate gigabytes)."""
-    dims = {d for shape in safetensors_shapes(weights_path).values() for d in shape}
+    dims = {d for shape in safetensors_shapes(weights_path).values() if 0 not in shape for d in shape}
     for key, value in config.items():
         if isinstance(value, bool):
             continue
@@ -198,8 +199,10 @@ def _load_model(name: str | None, checkpoint: str | Path | None, backbone: str |
     kwargs = {k: v for k, v in config.items() if k in accepted}
     kwargs.update(overrides)
     weights_path = directory / "model.safetensors"
+    parameters = check_tensor_shapes(safetensors_shapes(weights_path))
     check_config_sizes(kwargs, weights_path)
-    model = cls(**kwargs)
+    with build_budget(parameters, "config.json"):  # a config describing more than its weights is refused mid-build
+        model = cls(**kwargs)
     try:
         state = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as error:

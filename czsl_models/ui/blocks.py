@@ -8,7 +8,8 @@ from typing import Any
 
 import gradio as gr
 
-from ..hosting.space import storage_note
+from ..hosting.budget import forget_visitor
+from ..hosting.space import HOST, storage_note, visitors_isolated
 from .about import build_about_tab, runtime_text
 from .api import build_api, hide_ui_events
 from .compare import build_compare_tab
@@ -16,7 +17,7 @@ from .evaluate import build_evaluate_tab, refresh_checkpoints
 from .gallery import EXAMPLES_DIR, example_catalogue, examples_for_paths
 from .mcp_json import json_answers_lifespan
 from .predict import build_predict_tab, refresh_choices
-from .session import visitor_scope
+from .session import visitor_id, visitor_scope
 from .state import AppState, load_app_backbone
 from .theme import APP_CSS, app_theme
 from .train import build_train_tab
@@ -53,7 +54,8 @@ def build_app(state: AppState, examples: list[str] | None = None) -> gr.Blocks:
     """The whole app: Predict, Compare, Train, Evaluate and About tabs."""
     catalogue = example_catalogue() if examples is None else examples_for_paths(examples)
     concurrency = predict_concurrency()
-    with gr.Blocks(title=TITLE, delete_cache=(3600, 3600)) as demo:
+    # Gradio's copies of uploaded photos: checked every 10 minutes, deleted after 30 (zips go once unpacked).
+    with gr.Blocks(title=TITLE, delete_cache=(600, 1800)) as demo:
         if state.banner:
             gr.Markdown(banner_markdown(state.banner), elem_classes=["czsl-banner"], elem_id="backbone-banner")
         if storage_note():
@@ -93,8 +95,34 @@ def build_app(state: AppState, examples: list[str] | None = None) -> gr.Blocks:
         train_tab.select(train.status, outputs=train.status_outputs, api_name="refresh_train_status")
         # The documented API and MCP tools; everything above is the page's own plumbing, hidden in one place.
         hide_ui_events(demo, build_api(state, concurrency))
+
+        def on_unload(request: gr.Request) -> None:
+            """The visitor's session ended (page closed or reloaded)."""
+            end_session(state, request)
+
+        demo.unload(on_unload)
     demo.queue(max_size=256, default_concurrency_limit=concurrency)
     return demo
+
+
+def end_session(state: AppState, request: gr.Request | None) -> None:
+    """A visitor closed the page: stop or dequeue their training, forget their word lists, and delete what they
+    made (with visitors isolated nobody can reach it any more)."""
+    visitor = visitor_id(getattr(request, "session_hash", None))
+    if visitor == HOST:
+        return
+    if state.training is not None:
+        state.training.leave(visitor)
+    state.forget_visitor(visitor)
+    forget_visitor(visitor)
+
+
+def max_sessions() -> int:
+    """Sessions whose page state Gradio keeps in memory (CZSL_MAX_SESSIONS; 200 on a Space, else Gradio's 10,000)."""
+    try:
+        return max(1, int(os.environ["CZSL_MAX_SESSIONS"]))
+    except (KeyError, ValueError):
+        return 200 if visitors_isolated() else 10_000
 
 
 def create_app(backbone: str | None = None, device: str | None = None,
@@ -115,4 +143,5 @@ def launch_options() -> dict[str, Any]:
     """Keyword arguments for Blocks.launch: styling, upload limit, the example photos as servable files, and MCP
     answers written as JSON (mcp_json)."""
     return {"css": APP_CSS, "theme": app_theme(), "max_file_size": "200mb",
-            "allowed_paths": [str(EXAMPLES_DIR)], "app_kwargs": {"lifespan": json_answers_lifespan}}
+            "allowed_paths": [str(EXAMPLES_DIR)], "app_kwargs": {"lifespan": json_answers_lifespan},
+            "state_session_capacity": max_sessions()}

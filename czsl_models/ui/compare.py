@@ -5,7 +5,6 @@ researchers in a closed panel. A result whose inputs changed since is marked out
 from __future__ import annotations
 
 import dataclasses
-import html
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,9 +151,9 @@ class CompareTab:
 def inputs_summary(image_value: Any, states_text: str, objects_text: str) -> str:
     """One line saying which photo and words the comparison uses (they are set in the Predict tab)."""
     path = uploaded_path(image_value)
-    photo = f"*{html.escape(Path(path).name)}*" if path else "no photo yet"
-    return (f"Photo: {photo}. States: {html.escape(states_text or '')}. Objects: {html.escape(objects_text or '')}. "
-            "Change them, and the weights, in the **Predict** tab.")
+    photo = f"*{escape_markdown(Path(path).name)}*" if path else "no photo yet"
+    return (f"Photo: {photo}. States: {escape_markdown(states_text or '')}. "
+            f"Objects: {escape_markdown(objects_text or '')}. Change them, and the weights, in the **Predict** tab.")
 
 
 def weights_summary(state: AppState, weights: dict[str, str]) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 import gradio as gr
 
 from ..hosting.space import current_visitor
+from ..hosting.budget import keep_disk_budget, uploads_dir
 from ..hosting.quota import prune, upload_budget
 from .inputs import InputError, uploaded_path
 
@@ -28,11 +29,6 @@ _UNPACKED: dict[tuple[str, str], str] = {}  # (visitor, uploaded zip) -> its unp
 _UNPACK_LOCK = threading.Lock()
 ZIP_HELP = ("A zip of photos in folders named after their pair (`red apple/1.jpg`, `sliced bread/2.jpg`, ...), "
             "or of a dataset in the czsl layout (MIT-States, UT-Zappos, C-GQA).")
-
-
-def uploads_dir() -> Path:
-    """Where uploaded zips are unpacked ($CZSL_DATA_DIR or runs/datasets)."""
-    return Path(os.environ.get(DATA_DIR_ENV, Path("runs") / "datasets"))
 
 
 def server_paths_allowed() -> bool:
@@ -81,6 +77,19 @@ def _safe_folder_name(name: str) -> str:
     return cleaned[:60]
 
 
+def _delete_raw_upload(path: str) -> None:
+    """Delete Gradio's copy of an uploaded file once it was read (only files in Gradio's upload folder)."""
+    try:
+        import tempfile
+
+        upload_root = Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio").resolve()
+        raw = Path(path).resolve()
+        if raw.is_file() and raw.is_relative_to(upload_root):
+            raw.unlink()
+    except OSError:
+        pass
+
+
 def dataset_spec(source: str, upload: Any, server_path: str | None) -> str:
     """The load_dataset spec of the choice; an uploaded zip is unpacked (safely) first."""
     if source == SOURCE_ZIP:
@@ -102,11 +111,14 @@ def dataset_spec(source: str, upload: Any, server_path: str | None) -> str:
             except BaseException:
                 shutil.rmtree(target, ignore_errors=True)  # import_zip stages and cleans up; this is a second guard
                 raise
+            finally:
+                _delete_raw_upload(path)  # read once: the unpacked copy is what is kept (and budgeted)
             _UNPACKED[(visitor, path)] = str(report.target)
             for gone in prune(uploads_dir(), keep={report.target}):
                 for key, folder in list(_UNPACKED.items()):
                     if Path(folder) == gone:
                         del _UNPACKED[key]
+            keep_disk_budget(keep={report.target})
             return str(report.target)
     if source == SOURCE_SERVER:
         if not server_paths_allowed():

@@ -7,6 +7,7 @@ import html
 from typing import Sequence
 
 from ..models.base import Prediction
+from .text import escape_markdown
 
 BASELINE = "clip"
 SHOWN_RANKS = 5
@@ -78,11 +79,11 @@ def comparison_headline(predictions: dict[str, Prediction], order: Sequence[str]
         return "No model gave an answer."
     tops = {name: f"{predictions[name].ranking[0].state} {predictions[name].ranking[0].object}" for name in names}
     if len(set(tops.values())) == 1:
-        return f"All {len(names)} models give the same best guess: **{html.escape(next(iter(tops.values())))}**."
+        return f"All {len(names)} models give the same best guess: **{escape_markdown(next(iter(tops.values())))}**."
     groups: dict[str, list[str]] = {}  # best guess -> the models giving it, in the table's order (CLIP first)
     for name in names:
-        groups.setdefault(tops[name], []).append(display_names.get(name, name))
-    says = "; ".join(f"{_joined(models)}: **{html.escape(answer)}**" for answer, models in groups.items())
+        groups.setdefault(tops[name], []).append(escape_markdown(display_names.get(name, name)))
+    says = "; ".join(f"{_joined(models)}: **{escape_markdown(answer)}**" for answer, models in groups.items())
     return f"The models' best guesses differ. {says}."
 
 

@@ -17,7 +17,7 @@ from ..inputs.images import ImageError, load_image
 from ..models.checkpoints import CheckpointError
 from ..inputs.vocab import Vocabulary, VocabularyError
 from .session import visitor_scope
-from .text import escape_html
+from .text import escape_html, hide_server_paths
 
 LOGGER = logging.getLogger(__name__)
 WORLD_OPEN = "Every state with every object"
@@ -79,7 +79,7 @@ def friendly_errors(function: Function, hub_login: bool = True) -> Function:
                 LOGGER.info("%s %s", getattr(error, "visitor_message", error), error.host_hint)
             shown = getattr(error, "visitor_message", None) or first_line(error)
             # Toasts render HTML, and messages quote what the visitor typed: shown as text, never as markup.
-            raise gr.Error(escape_html(shown), print_exception=False) from None
+            raise gr.Error(escape_html(hide_server_paths(shown)), print_exception=False) from None
         except Exception as error:  # unexpected: keep the traceback in the server log, not on screen
             LOGGER.exception("Unexpected error in %s", function.__name__)
             raise gr.Error(f"Something went wrong ({type(error).__name__}). The details are in the server log.",

@@ -14,8 +14,8 @@ from typing import Any, Callable, TypeVar
 
 from ..backbones import (TINY_BACKBONE, Backbone, BackboneError, UnsupportedBackboneError, get_backbone,
                         parse_backbone_spec)
-from ..hosting.confinement import (allow_host_folders, cache_identity, checkpoint_config, scrub, shown_name,
-                           visitor_weights_dir)
+from ..hosting.confinement import (allow_host_checkpoint, allow_host_folders, cache_identity, checkpoint_config,
+                                   choice_value, scrub, shown_name, visitor_weights_dir)
 from ..hosting.space import HOST, current_visitor
 from ..models.base import CompositionModel
 from ..models.checkpoints import CheckpointError, CheckpointInfo, list_local_checkpoints, load_model
@@ -151,6 +151,9 @@ class AppState:
     def __post_init__(self) -> None:
         _APP_STATES[self.key] = self
         allow_host_folders(checkpoint.path for checkpoint in self.hosted)  # the host's Hub picks load by path
+        for checkpoint in self.hosted:  # ... and by repo id, the name visitors see on a Space
+            revision = f"@{checkpoint.revision}" if checkpoint.revision else ""
+            allow_host_checkpoint(f"{checkpoint.repo_id}{revision}", checkpoint.path)
 
     def __reduce__(self):
         return app_state_by_key, (self.key,)
@@ -208,13 +211,13 @@ class AppState:
         choices = [("None: not trained yet (answers like the CLIP baseline)", UNTRAINED)]
         if name == "clip":
             return [("None needed: the CLIP baseline learns nothing", UNTRAINED)]
-        choices += [(checkpoint.label, str(checkpoint.path)) for checkpoint in self.hosted_checkpoints(name)]
+        choices += [(checkpoint.label, choice_value(checkpoint.path)) for checkpoint in self.hosted_checkpoints(name)]
         own = self.own_checkpoints() if current_visitor() != HOST else []
         for info, yours in [(info, True) for info in own] + [(info, False) for info in list_local_checkpoints(self.weights)]:
             if info.model_type == name and info.backbone == self.backbone_spec:
                 mark = ", yours" if yours else ""
                 choices.append((f"{info.path.name} ({info.states} states, {info.objects} objects{mark})",
-                                str(info.path)))
+                                choice_value(info.path)))
         return choices
 
     def trained_on(self, checkpoint: str | None) -> TrainedOn | None:
@@ -318,6 +321,11 @@ class AppState:
                 own.popitem(last=False)
             while len(self._datasets) > MAX_VISITORS_WITH_DATASETS:
                 self._datasets.popitem(last=False)
+
+    def forget_visitor(self, visitor: str) -> None:
+        """Drop what the app remembers for a visitor whose session ended."""
+        with self._lock:
+            self._datasets.pop(visitor, None)
 
     def dataset_vocabularies(self, visitor: str | None = None) -> list[DatasetVocabulary]:
         """Vocabularies of the datasets this visitor loaded, newest first."""

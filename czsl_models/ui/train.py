@@ -6,28 +6,27 @@ from __future__ import annotations
 import html
 import logging
 import math
-import re
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import pandas as pd
 
-from ..hosting.space import (SignInRequired, SwitchedOff, login_button_wanted, max_training_runs, publish_token,
+from ..hosting.confinement import choice_value
+from ..hosting.space import (SignInRequired, SwitchedOff, login_button_wanted, publish_token,
                        publishing_disabled_reason, training_disabled_reason)
 from .datasets import build_dataset_picker, dataset_spec
-from .inputs import InputError, as_float, clamp_int, friendly_errors, user_error_types
+from .inputs import InputError, as_float, clamp_int, friendly_errors
 from .session import current_oauth_token, current_visitor, visitor_scope
 from .state import AppState, dataset_vocabulary
+from .training_runs import TrainingManager, TrainingRun, duration_words, remaining_seconds
 from .text import escape_markdown
 
 LOGGER = logging.getLogger(__name__)
 POLL_SECONDS = 1.0
 MAX_PLOTTED_STEPS = 1500
-MAX_MESSAGES = 12
 PRESET_CHOICES = [("Fast: learns from the photos' features, computed once", "fast"),
                   ("As in the papers: image augmentation (and MSCI's adapters); much slower", "paper")]
 # Rough times on the built-in shapes (the default 15 epochs, tiny backbone, 2-core CPU), said before a run
@@ -42,180 +41,6 @@ EPOCH_HEADERS = ["Epoch", "Training loss", "Seen %", "Unseen %", "HM %", "AUC %"
 DEFAULT_EPOCHS = 15
 
 
-@dataclass
-class TrainingRun:
-    """What the app knows about one training run; updated by the trainer's callbacks."""
-
-    model: str
-    dataset: str
-    out: Path
-    started: float = field(default_factory=time.time)
-    total_steps: int = 0
-    step: int = 0
-    losses: list[tuple[int, float]] = field(default_factory=list)
-    epochs: list[dict[str, Any]] = field(default_factory=list)
-    messages: list[str] = field(default_factory=list)
-    result: Any = None
-    error: str | None = None
-    ended: float | None = None
-    stop_requested: bool = False
-
-    @property
-    def running(self) -> bool:
-        """True until the trainer returns or fails."""
-        return self.ended is None
-
-
-class _Progress:
-    """The trainer's callback: records progress under the manager's lock."""
-
-    def __init__(self, run: TrainingRun, lock: threading.Lock) -> None:
-        self.run = run
-        self.lock = lock
-
-    def on_start(self, total_steps: int) -> None:
-        """Remember how many steps the run has."""
-        with self.lock:
-            self.run.total_steps = int(total_steps)
-
-    def on_step(self, step: int, loss: float) -> None:
-        """Record one step's loss."""
-        with self.lock:
-            self.run.step = int(step)
-            self.run.losses.append((int(step), float(loss)))
-
-    def on_epoch(self, epoch: int, metrics: dict[str, Any]) -> None:
-        """Record an epoch's loss and validation metrics."""
-        with self.lock:
-            self.run.epochs.append(dict(metrics, epoch=epoch))
-
-    def on_message(self, text: str) -> None:
-        """Keep the latest status lines."""
-        with self.lock:
-            self.run.messages = (self.run.messages + [str(text)])[-MAX_MESSAGES:]
-
-    def on_end(self, result: Any) -> None:
-        """Keep the result (the thread marks the run ended when train() returns)."""
-        with self.lock:
-            self.run.result = result
-
-
-class TrainingManager:
-    """Training runs in background threads, each with its own model instance and owned by the visitor who
-    started it: only that visitor sees or stops it. At most max_training_runs() go on at once."""
-
-    def __init__(self, state: AppState, max_runs: int | None = None) -> None:
-        self.state = state
-        self.max_runs = max_runs if max_runs is not None else max_training_runs()
-        self._lock = threading.Lock()
-        self._runs: dict[str, TrainingRun] = {}
-        self._stops: dict[str, threading.Event] = {}
-        self._threads: dict[str, threading.Thread] = {}
-
-    def _busy_message(self) -> str:
-        """Why a new run must wait, and roughly until when (called under the lock)."""
-        running = [run for run in self._runs.values() if run.running]
-        remaining = [_remaining_seconds(run) for run in running]
-        known = [seconds for seconds in remaining if seconds is not None]
-        slots = f"{self.max_runs} training run at a time" if self.max_runs == 1 else \
-            f"{self.max_runs} training runs at a time"
-        if known and len(known) == len(remaining):
-            soonest = min(known)
-            when = time.strftime("%H:%M UTC", time.gmtime(time.time() + soonest))
-            return (f"The server is busy training ({slots} here). The next slot should be free in about "
-                    f"{_duration(soonest)} (around {when}); try again then.")
-        return f"The server is busy training ({slots} here). Try again in a few minutes."
-
-    def _check_free(self, visitor: str) -> None:
-        own = self._runs.get(visitor)
-        if own is not None and own.running:
-            raise InputError("Your training run is still going on. Wait for it to end, or press Stop.")
-        if sum(run.running for run in self._runs.values()) >= self.max_runs:
-            raise InputError(self._busy_message())
-
-    def check_free(self, visitor: str | None = None) -> None:
-        """Raise InputError (saying until when) when the visitor could not start a run now."""
-        with self._lock:
-            self._check_free(current_visitor() if visitor is None else visitor)
-
-    def start(self, model: str, spec: str, dataset_name: str, preset: str, epochs: int, lr: float | None,
-              visitor: str | None = None) -> TrainingRun:
-        """Start the visitor's run into a new checkpoint folder; refuse while theirs runs or every slot is taken."""
-        from ..training.config import TrainConfig, check_config
-
-        visitor = current_visitor() if visitor is None else visitor
-        with self._lock:
-            self._check_free(visitor)
-            safe_name = re.sub(r"[^A-Za-z0-9._-]+", "-", dataset_name).strip("-.")[:40] or "dataset"
-            out = self.state.visitor_weights(visitor) / f"{model}-{safe_name}-{time.strftime('%Y%m%d-%H%M%S')}"
-            config = TrainConfig(model=model, dataset=spec, out=str(out), backbone=self.state.backbone_spec,
-                                 preset=preset, epochs=epochs, lr=lr, cpu=self.state.backbone.device.type == "cpu")
-            check_config(config)
-            run = TrainingRun(model=model, dataset=dataset_name, out=out)
-            stop = threading.Event()
-            thread = threading.Thread(target=self._work, args=(config, run, stop), daemon=True, name=f"train-{model}")
-            self._runs[visitor], self._stops[visitor], self._threads[visitor] = run, stop, thread
-            thread.start()
-            return run
-
-    def _work(self, config: Any, run: TrainingRun, stop: threading.Event) -> None:
-        from ..training import train
-
-        try:
-            train(config, callback=_Progress(run, self._lock), stop=stop)
-        except user_error_types() + (ValueError,) as error:
-            with self._lock:
-                run.error = str(error)
-        except Exception as error:  # keep the app alive; the trace goes to the server log
-            LOGGER.exception("Training failed")
-            with self._lock:
-                run.error = f"something went wrong ({type(error).__name__}); the details are in the server log"
-        finally:
-            with self._lock:
-                run.ended = time.time()
-
-    def stop(self, visitor: str | None = None) -> bool:
-        """Ask the visitor's run (None: every run, for shutdown) to stop after its step; False when none runs."""
-        with self._lock:
-            keys = list(self._runs) if visitor is None else [visitor]
-            stopped = False
-            for key in keys:
-                run = self._runs.get(key)
-                if run is not None and run.running:
-                    run.stop_requested = True
-                    self._stops[key].set()
-                    stopped = True
-            return stopped
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait for every run's thread (for tests and shutdown); True when all ended."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for thread in list(self._threads.values()):
-            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        return not any(thread.is_alive() for thread in self._threads.values())
-
-    def snapshot(self, visitor: str | None = None) -> TrainingRun | None:
-        """A copy of the visitor's latest run, safe to read without the lock."""
-        visitor = current_visitor() if visitor is None else visitor
-        with self._lock:
-            run = self._runs.get(visitor)
-            if run is None:
-                return None
-            return TrainingRun(model=run.model, dataset=run.dataset, out=run.out, started=run.started,
-                               total_steps=run.total_steps, step=run.step, losses=list(run.losses),
-                               epochs=[dict(e) for e in run.epochs], messages=list(run.messages), result=run.result,
-                               error=run.error, ended=run.ended, stop_requested=run.stop_requested)
-
-
-def _remaining_seconds(run: TrainingRun) -> float | None:
-    """Estimated seconds until a running run ends, from its pace so far (None before the first step)."""
-    if not run.total_steps or not run.step:
-        return None
-    elapsed = time.time() - run.started
-    return elapsed / run.step * (run.total_steps - run.step)
-
-
-# ------------------------------------------------------------------ views of a run
 def _percent(value: Any) -> float | None:
     return None if value is None else round(100 * float(value), 2)
 
@@ -264,30 +89,24 @@ def progress_html(run: TrainingRun | None) -> str:
     total = max(run.total_steps, 1)
     fraction = min(1.0, run.step / total) if run.total_steps else 0.0
     elapsed = (run.ended or time.time()) - run.started
+    if run.place:
+        ahead = "you are next" if run.place == 1 else f"{run.place - 1} runs are ahead of yours"
+        return (f'<div id="train-progress"><progress value="0" max="1" style="width:100%;height:18px"></progress>'
+                f"<p>Waiting for a training slot: {ahead} (number {run.place} in the queue). It starts by itself; "
+                "keep this page open (closing it leaves the queue).</p></div>")
     if run.running:
         if run.stop_requested:
             status = "Stopping after the current step…"
         elif not run.total_steps:
             status = "Preparing: loading the dataset and reading the photos once…"
         else:
-            remaining = _remaining_seconds(run)
-            left = f", about {_duration(remaining)} left" if remaining is not None else ""
+            remaining = remaining_seconds(run)
+            left = f", about {duration_words(remaining)} left" if remaining is not None else ""
             status = f"Training {html.escape(run.model)}: step {run.step} of {run.total_steps}{left}."
     else:
-        status = html.escape(_end_status(run))
+        status = html.escape(" ".join(part for part in (run.limit_note, _end_status(run)) if part))
     return (f'<div id="train-progress"><progress value="{fraction:.4f}" max="1" style="width:100%;height:18px">'
-            f"</progress><p>{round(100 * fraction)}% · {_duration(elapsed)} so far. {status}</p></div>")
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min"
+            f"</progress><p>{round(100 * fraction)}% · {duration_words(elapsed)} so far. {status}</p></div>")
 
 
 def _end_status(run: TrainingRun) -> str:
@@ -336,7 +155,7 @@ def display(model_name: str) -> str:
 def publishable_checkpoints(state: AppState) -> list[tuple[str, str]]:
     """The checkpoints this visitor may publish, newest first, as (label, folder): their own where visitors are
     strangers, every local one otherwise."""
-    return [(info.label, str(info.path)) for info in state.own_checkpoints()]
+    return [(info.label, choice_value(info.path)) for info in state.own_checkpoints()]
 
 
 # ------------------------------------------------------------------ layout
@@ -405,6 +224,7 @@ def build_train_tab(state: AppState) -> TrainTab:
     @visitor_scope
     def status():
         """Progress, loss curve, epoch table, messages, buttons and polling for this visitor's run."""
+        manager.seen(current_visitor())
         run = manager.snapshot()
         running = bool(run and run.running)
         return [progress_html(run), loss_frame(run), epoch_table(run), messages_markdown(run),
@@ -460,7 +280,7 @@ def build_train_tab(state: AppState) -> TrainTab:
             token = publish_token(current_oauth_token())  # first: nothing else matters to a visitor not signed in
         except (SignInRequired, SwitchedOff) as error:
             raise InputError(str(error)) from None
-        own = {str(info.path): info.path for info in state.own_checkpoints()}
+        own = {choice_value(info.path): info.path for info in state.own_checkpoints()}
         if not checkpoint_value:
             raise InputError("Choose a trained model to share.")
         if checkpoint_value not in own:
