@@ -11,7 +11,7 @@ from pathlib import Path
 from ..models.build_budget import check_tensor_shapes
 from ..models.checkpoints import CheckpointError
 
-DEFAULT_MAX_CHECKPOINT_MB = 1024.0  # the released heads on ViT-L/14 are a few hundred MB at most
+DEFAULT_MAX_CHECKPOINT_MB = 1000.0  # the released heads on ViT-L/14 are a few hundred MB at most
 MAX_SIDE_FILE_BYTES = 1 << 20  # config.json, README.md, metrics.json: text, a few kilobytes each
 REQUIRED_FILES = ("config.json", "model.safetensors")
 
@@ -60,13 +60,14 @@ def check_sizes(repo_id: str, sizes: dict[str, int | None], wanted: tuple[str, .
 def check_hub_checkpoint(repo_id: str, wanted: tuple[str, ...], token: str | bool | None,
                          revision: str | None = None) -> CheckedRepo:
     """Check a Hub checkpoint from metadata alone (huggingface_hub errors pass through for the caller to word)."""
-    from huggingface_hub import HfApi, get_safetensors_metadata
+    from huggingface_hub import HfApi
 
-    info = HfApi().model_info(repo_id, revision=revision, files_metadata=True, token=token)
+    api = HfApi()  # a new client reads the endpoint now (HF_ENDPOINT), as the downloads do
+    info = api.model_info(repo_id, revision=revision, files_metadata=True, token=token)
     sizes = {sibling.rfilename: sibling.size for sibling in info.siblings or []}
     files, total = check_sizes(repo_id, sizes, wanted)
     commit = info.sha or revision or "main"
-    header = get_safetensors_metadata(repo_id, revision=commit, token=token)
+    header = api.get_safetensors_metadata(repo_id, revision=commit, token=token)
     weights = header.files_metadata.get("model.safetensors")
     if weights is None:
         raise CheckpointError(f"{repo_id}'s model.safetensors has no readable header.")
