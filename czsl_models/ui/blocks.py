@@ -9,6 +9,7 @@ from typing import Any
 import gradio as gr
 
 from ..hosting.budget import forget_visitor
+from ..hosting.memory import release_free_memory
 from ..hosting.space import HOST, storage_note, visitors_isolated
 from .about import build_about_tab, runtime_text
 from .api import build_api, hide_ui_events
@@ -115,6 +116,7 @@ def end_session(state: AppState, request: gr.Request | None) -> None:
         state.training.leave(visitor)
     state.forget_visitor(visitor)
     forget_visitor(visitor)
+    release_free_memory()
 
 
 def max_sessions() -> int:

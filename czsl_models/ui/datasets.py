@@ -17,7 +17,7 @@ import gradio as gr
 from ..hosting.space import current_visitor
 from ..hosting.budget import keep_disk_budget, uploads_dir
 from ..hosting.quota import prune, upload_budget
-from .inputs import InputError, uploaded_path
+from .inputs import InputError, delete_raw_upload, uploaded_path
 
 SOURCE_SYNTHETIC = "Built-in example: coloured shapes"
 SOURCE_ZIP = "Upload a zip"
@@ -77,19 +77,6 @@ def _safe_folder_name(name: str) -> str:
     return cleaned[:60]
 
 
-def _delete_raw_upload(path: str) -> None:
-    """Delete Gradio's copy of an uploaded file once it was read (only files in Gradio's upload folder)."""
-    try:
-        import tempfile
-
-        upload_root = Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio").resolve()
-        raw = Path(path).resolve()
-        if raw.is_file() and raw.is_relative_to(upload_root):
-            raw.unlink()
-    except OSError:
-        pass
-
-
 def dataset_spec(source: str, upload: Any, server_path: str | None) -> str:
     """The load_dataset spec of the choice; an uploaded zip is unpacked (safely) first."""
     if source == SOURCE_ZIP:
@@ -103,6 +90,9 @@ def dataset_spec(source: str, upload: Any, server_path: str | None) -> str:
             known = _UNPACKED.get((visitor, path))
             if known is not None and Path(known).is_dir():
                 return known
+            if not Path(path).is_file():
+                raise InputError(f"{Path(path).name} is no longer on the server (uploads are deleted once read); "
+                                 "upload it again.")
             stamp = time.strftime("%Y%m%d-%H%M%S")
             owner = uploads_dir() / (visitor or "host")
             target = owner / f"{_safe_folder_name(Path(path).stem)}-{stamp}-{os.urandom(3).hex()}"
@@ -112,7 +102,7 @@ def dataset_spec(source: str, upload: Any, server_path: str | None) -> str:
                 shutil.rmtree(target, ignore_errors=True)  # import_zip stages and cleans up; this is a second guard
                 raise
             finally:
-                _delete_raw_upload(path)  # read once: the unpacked copy is what is kept (and budgeted)
+                delete_raw_upload(path)  # read once: the unpacked copy is what is kept (and budgeted)
             _UNPACKED[(visitor, path)] = str(report.target)
             for gone in prune(uploads_dir(), keep={report.target}):
                 for key, folder in list(_UNPACKED.items()):

@@ -17,7 +17,7 @@ from PIL import Image
 
 from ..hosting.space import GPU_SECONDS_MAX, evaluate_gpu_seconds, zero_gpu
 from .datasets import build_dataset_picker, dataset_spec
-from .inputs import InputError, friendly_errors, uploaded_path, user_error_types
+from .inputs import InputError, delete_raw_upload, friendly_errors, uploaded_path, user_error_types
 from .predict import model_summary
 from .state import AppState, dataset_vocabulary, gpu_function
 from .text import escape_markdown
@@ -123,6 +123,8 @@ def metrics_from_scores_file(path: str) -> dict[str, Any]:
     from ..hosting.safe_npz import NpzTooLarge, check_npz
 
     name = Path(path).name
+    if not Path(path).is_file():
+        raise InputError(f"{name} is no longer on the server (uploads are deleted once read); upload it again.")
     try:
         check_npz(path)  # sizes from the zip directory and the .npy headers, before numpy allocates anything
         inputs = load_metrics_inputs(Path(path))
@@ -130,6 +132,8 @@ def metrics_from_scores_file(path: str) -> dict[str, Any]:
         raise InputError(str(error)) from None
     except user_error_types() as error:  # its messages name the file by its server path
         raise InputError(str(error).replace(str(Path(path).parent) + os.sep, "").replace(str(path), name)) from None
+    finally:
+        delete_raw_upload(path)  # read once: nothing of it is kept
     try:
         evaluator = StreamingEvaluator(inputs["pair_states"], inputs["pair_objects"], inputs["seen"],
                                        inputs["candidates"], inputs["feasibility"], inputs["threshold"])

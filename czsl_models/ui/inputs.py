@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
@@ -146,3 +147,16 @@ def photo_with_examples(examples: list[str], name: str, height: int) -> tuple[gr
                               cache_examples=False, api_name=f"{name}_load_example", elem_id=f"{name}-examples",
                               example_labels=[Path(path).stem for path in examples])
     return image, example_set
+
+
+def delete_raw_upload(path: str) -> None:
+    """Delete Gradio's copy of an uploaded file once it was read (only files in Gradio's upload folder)."""
+    try:
+        import tempfile
+
+        upload_root = Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio").resolve()
+        raw = Path(path).resolve()
+        if raw.is_file() and raw.is_relative_to(upload_root):
+            raw.unlink()
+    except OSError:
+        pass

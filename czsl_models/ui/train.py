@@ -103,6 +103,7 @@ def progress_html(run: TrainingRun | None) -> str:
             remaining = remaining_seconds(run)
             left = f", about {duration_words(remaining)} left" if remaining is not None else ""
             status = f"Training {html.escape(run.model)}: step {run.step} of {run.total_steps}{left}."
+        status = f"{status} {html.escape(run.limit_note)}".strip()
     else:
         status = html.escape(" ".join(part for part in (run.limit_note, _end_status(run)) if part))
     return (f'<div id="train-progress"><progress value="{fraction:.4f}" max="1" style="width:100%;height:18px">'

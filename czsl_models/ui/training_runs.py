@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..hosting.budget import forget_visitor, mark_in_use, release
+from ..hosting.memory import release_free_memory
 from ..hosting.space import max_training_runs
 from ..hosting.training_queue import QueueError, TrainingQueue, training_limits
 from .inputs import InputError, user_error_types
@@ -178,6 +179,8 @@ class TrainingManager:
             following = self.queue.finished(visitor)
             if following is not None:
                 self._launch(following)
+            else:
+                release_free_memory()  # the run's tensors are gone; give their pages back
 
     def _cap(self, run: TrainingRun, stop: threading.Event, note: str) -> None:
         with self._lock:
