@@ -82,7 +82,8 @@ def start_app(root: Path, hub_url: str) -> tuple[subprocess.Popen, str]:
 
     port = free_port()
     env = {key: value for key, value in os.environ.items() if key not in ("HF_HUB_OFFLINE", "SYSTEM")}
-    env.update(SPACE_ID="owner/czsl-demo", HF_TOKEN=OWNER_TOKEN, HF_ENDPOINT=hub_url, HF_HOME=str(root / "hf"),
+    env.update(SPACE_ID="owner/czsl-demo", SYSTEM="spaces", HF_TOKEN=OWNER_TOKEN, HF_ENDPOINT=hub_url,
+               HF_HOME=str(root / "hf"),
                CZSL_WEIGHTS_DIR=str(root / "weights"), CZSL_DATA_DIR=str(root / "datasets"),
                CZSL_CACHE_DIR=str(root / "features"), GRADIO_TEMP_DIR=str(root / "gradio"), CZSL_DEVICE="cpu",
                HF_HUB_DISABLE_TELEMETRY="1", GRADIO_ANALYTICS_ENABLED="False", CZSL_MAX_TRAIN_MINUTES="1")
@@ -209,11 +210,11 @@ def inputs(files: Path, quick: bool) -> list[tuple[str, str, str, dict[str, Any]
             {"scores.npy": npy_header_only((1,)), "junk.bin": os.urandom(5_000_000)}))),
         ("words with Markdown and HTML", "b", "/recognise_compositions", predict(photo, states=words)),
         ("a server path as checkpoint", "b", "/recognise_compositions", predict(photo, "/etc")),
-        ("100 epochs with the paper preset", "a", "/train_start", train(None)),
-        ("a second run while one runs", "b", "/train_start", train(None, 5, "fast")),
     ]
+    training = [("100 epochs with the paper preset", "a", "/train_start", train(None)),
+                ("a second run while one runs", "b", "/train_start", train(None, 5, "fast"))]
     if quick:
-        return played
+        return played + training
     gigantic = saved("bomb-20000.png", image_bytes("L", (20000, 20000)))
     zip_bomb = io.BytesIO()
     with zipfile.ZipFile(zip_bomb, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -235,8 +236,15 @@ def inputs(files: Path, quick: bool) -> list[tuple[str, str, str, dict[str, Any]
         ("not a zip", "b", "/train_start", train(saved("plain.zip", b"hello"), 1, "fast")),
         ("5,000 states", "a", "/recognise_compositions", predict(photo, states=", ".join(f"s{i}" for i in range(5000)))),
         ("list_checkpoints of an unknown model", "b", "/list_checkpoints", {"model": "../x"}),
+        ("top_k as text", "a", "/recognise_compositions", dict(predict(photo), top_k="lots")),
+        ("bias not a number", "a", "/recognise_compositions", dict(predict(photo), bias="nan")),
+        ("pairs of three words", "b", "/recognise_compositions", dict(predict(photo), pairs="a b c, , x")),
+        ("an unknown model", "b", "/recognise_compositions", predict(photo, model="vgg")),
+        ("no words at all", "a", "/recognise_compositions", predict(photo, states=" , ", objects="")),
+        ("no photo", "b", "/compare_models",
+         {"image": None, "states": "hot", "objects": "cup", "pairs": "", "use_trained_weights": True}),
     ]
-    return played
+    return played + training
 
 
 def run(quick: bool) -> dict[str, Any]:
@@ -285,7 +293,7 @@ def run(quick: bool) -> dict[str, Any]:
                 crashes += 1
                 outcome += " (server died)"
             rows.append((label, outcome, time.perf_counter() - began))
-        queue_line = clients["b"].predict(api_name="/train_status")[0]
+        tools = sorted(tool["name"] for tool in httpx.get(f"{url}gradio_api/mcp/schema", timeout=60).json())
         for name in clients:  # both visitors close the page
             streams[name].__exit__(None, None, None)
             heartbeats[name].close()
@@ -302,7 +310,7 @@ def run(quick: bool) -> dict[str, Any]:
         return {"rows": rows, "inputs": len(rows), "crashes": crashes, "generic_errors": generic,
                 "start_rss": start_rss, "peak_rss": watch.peak, "end_rss": end_rss,
                 "disk_delta": end_disk - start_disk, "hub_requests": len(hub.requests), "owner_token_requests": owner,
-                "hub_file_downloads": len(hub.downloads()), "queue_line": queue_line}
+                "hub_file_downloads": len(hub.downloads()), "mcp_tools": tools}
     finally:
         process.terminate()
         try:
@@ -341,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"disk left behind        {result['disk_delta'] / 1e6:+,.1f} MB")
     print(f"Hub requests            {result['hub_requests']} ({result['hub_file_downloads']} file downloads)")
     print(f"with the owner's token  {result['owner_token_requests']}")
+    print(f"MCP tools on the Space  {', '.join(result['mcp_tools'])}")
     print(f"CPU                     {torch.backends.cpu.get_cpu_capability()}, load {os.getloadavg()[0]:.2f}")
     print("all bounds held" if ok else "A BOUND FAILED")
     return 0 if ok else 1
