@@ -136,8 +136,12 @@ def download_repo(repo_id: str) -> Path:
 def checkpoint_folder(value: str) -> Path:
     """The local folder of a checkpoint the visitor may load (Hub repos downloaded first)."""
     local, repo_id = locate_checkpoint(value)
-    folder = local if local is not None else download_repo(repo_id)
-    touch(folder)  # most recently used: pruned last
+    if local is not None:
+        if VISITORS_FOLDER in local.parts:
+            touch(local)  # most recently used: pruned last (the host's folders keep their times: menus sort by them)
+        return local
+    folder = download_repo(repo_id)
+    touch(folder)
     return folder
 
 
