@@ -8,7 +8,6 @@ import math
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 SUPER_PATCH_SIDE = 2
