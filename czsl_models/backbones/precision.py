@@ -31,13 +31,19 @@ HEAD_PRECISION_ENV = "CZSL_HEAD_PRECISION"
 HEAD_PRECISIONS = ("auto", "float32", "bfloat16")
 
 
+def _checked_choice(precision: str, what: str, choices: tuple[str, ...], env: str,
+                    error: type[ValueError] = ValueError) -> str:
+    """The name lower-cased when it is one of choices; error naming the choices and where it was set otherwise."""
+    name = str(precision).strip().lower()
+    if name not in choices:
+        raise error(f"{what} precision must be one of {', '.join(choices)}, not {precision!r} "
+                    f"(set by {env} or --{what}-precision)")
+    return name
+
+
 def check_head_precision(precision: str) -> str:
     """The precision name, lower-cased; ValueError naming the choices otherwise."""
-    name = str(precision).strip().lower()
-    if name not in HEAD_PRECISIONS:
-        raise ValueError(f"head precision must be one of {', '.join(HEAD_PRECISIONS)}, not {precision!r} "
-                         f"(set by {HEAD_PRECISION_ENV} or --head-precision)")
-    return name
+    return _checked_choice(precision, "head", HEAD_PRECISIONS, HEAD_PRECISION_ENV)
 
 
 def requested_head_precision(override: str | None = None) -> str:
@@ -97,11 +103,7 @@ class BackbonePrecisionError(BackboneError, ValueError):
 
 def check_backbone_precision(precision: str) -> str:
     """The backbone precision name, lower-cased; ValueError naming the choices otherwise."""
-    name = str(precision).strip().lower()
-    if name not in BACKBONE_PRECISIONS:
-        raise BackbonePrecisionError(f"backbone precision must be one of {', '.join(BACKBONE_PRECISIONS)}, not {precision!r} "
-                         f"(set by {BACKBONE_PRECISION_ENV} or --backbone-precision)")
-    return name
+    return _checked_choice(precision, "backbone", BACKBONE_PRECISIONS, BACKBONE_PRECISION_ENV, BackbonePrecisionError)
 
 
 def requested_backbone_precision(override: str | None = None) -> str:
