@@ -262,12 +262,12 @@ def test_runs_queue_with_a_place_are_capped_and_stop_when_their_visitor_leaves(t
     monkeypatch.setenv("SPACE_ID", "owner/demo")
     monkeypatch.setenv("CZSL_WEIGHTS_DIR", str(tmp_path / "weights"))
     monkeypatch.setenv("CZSL_CACHE_DIR", str(tmp_path / "features"))
-    monkeypatch.setenv("CZSL_MAX_TRAIN_EPOCHS", "2")
+    monkeypatch.setenv("CZSL_MAX_TRAIN_EPOCHS", "1000")  # far more than 3 s of training on any machine
     monkeypatch.setenv("CZSL_MAX_TRAIN_MINUTES", str(3 / 60))  # 3 seconds
     manager = TrainingManager(AppState(tiny_backbone), max_runs=1)
     spec = "synthetic:shapes?images_per_pair=5"
-    first = manager.start("msci", spec, "shapes", "fast", 100, None, visitor="a")
-    assert "at most 2 epochs per run" in first.limit_note
+    first = manager.start("msci", spec, "shapes", "fast", 5000, None, visitor="a")
+    assert "at most 1000 epochs per run" in first.limit_note
     manager.limits = dataclasses.replace(manager.limits, max_seconds=None)  # the next runs: only leaving stops them
     second = manager.start("refiner", spec, "shapes", "fast", 1, None, visitor="b")
     assert second.place == 1 and second.running
