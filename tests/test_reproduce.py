@@ -182,3 +182,24 @@ def test_card_names_the_papers_backbone_and_departures():
     assert "base_model: timm/vit_large_patch14_clip_224.openai" in text
     assert "publishes no CZSL numbers" in text and "2.5 h on NVIDIA H100" in text
     assert "instead of the paper's" not in text and "feasibility below 0.2500" in text
+
+
+def test_dry_run_prints_the_whole_resolved_released_recipe_and_touches_nothing(tmp_path, monkeypatch, capsys):
+    from czsl_models.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["reproduce", "msci", "ut-zappos", "--dry-run"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    recipe, options, evaluation = plan["recipe"], plan["model_options"], plan["evaluation"]
+    # The released UT-Zappos config (config/msci/ut-zappos.yml) and train_base.py's behaviour.
+    assert (recipe["optimizer"], recipe["lr"], recipe["weight_decay"], recipe["epochs"], recipe["batch_size"],
+            recipe["lr_step"], recipe["lr_gamma"]) == ("adamw", 2.5e-4, 1e-5, 15, 48, 5, 0.5)
+    assert recipe["keep_eval_mode_after_validation"] is True and recipe["mixed_precision"] == "no"
+    assert (options["variant"], options["init_scale"], options["aggregated_layers"], options["use_adapters"],
+            options["adapter_bottleneck"]) == ("released", 0.1, 3, True, 64)
+    assert not [key for key, value in options.items() if value is None], "every model value is resolved"
+    world = evaluation["open_world"]
+    assert world["feasibility_threshold"] == 0.4631293780949651 and world["score_weights"] == [1.0, 1.0, 1.0]
+    assert "feasibility_ut-zappos.pt" in world["feasibility_source"]
+    assert evaluation["closed_world"]["score_weights"] == [1.0, 1.0, 1.0]
+    assert not list(tmp_path.iterdir()), "a dry run downloads, trains and writes nothing"

@@ -128,13 +128,13 @@ def resolved_plan(options: ReproduceOptions, dataset_dir: str | Path, out: str |
     signature = inspect.signature(model_class(options.model).__init__).parameters.values()
     defaults = {p.name: p.default for p in signature if p.default is not inspect.Parameter.empty}
     release = RELEASED_FEASIBILITY[bench.name]
+    model_options = {**{k: v for k, v in defaults.items() if k not in ("train_states", "train_objects", "train_pairs")},
+                     **recipe.model_options}
     return {
         "model": options.model, "dataset": bench.name, "dataset_dir": str(dataset_dir), "out": str(out),
         "train_config": asdict(config),
         "recipe": {**asdict(recipe), "mixed_precision_in_use": _precision_in_use(config, recipe)},
-        "model_options": {**{k: v for k, v in defaults.items() if k not in ("train_states", "train_objects",
-                                                                             "train_pairs")},
-                          **recipe.model_options},
+        "model_options": _resolved_model_options(options.model, model_options),
         "evaluation": {
             "phase": "test", "head_precision": "float32", "batch_size": options.eval_batch_size,
             "closed_world": {"score_weights": _weights(recipe.closed_world_test_score_weights)},
@@ -303,6 +303,23 @@ def add_reproduce_arguments(parser) -> None:
                         help="MSCI only: the released architecture (default) or the project's gated extension")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the whole resolved recipe (training and evaluation) as JSON and stop")
+
+
+def _resolved_model_options(model: str, model_options: dict[str, Any]) -> dict[str, Any]:
+    """The model's constructor values with the ones left to its defaults (None) filled in as the model fills them."""
+    resolved = dict(model_options)
+    for key in ("score_weights", "loss_weights"):
+        if resolved.get(key) is None and key in resolved:
+            resolved[key] = [1.0, 1.0, 1.0]
+    if model == "msci":
+        from ..models.msci import resolve_preset
+
+        _, preset = resolve_preset(resolved.get("preset", "mit-states"))
+        for key, value in (("aggregated_layers", preset.aggregated_layers), ("word_dropout", preset.word_dropout),
+                           ("loss_weights", list(preset.loss_weights))):
+            if model_options.get(key) is None:
+                resolved[key] = value
+    return resolved
 
 
 def print_dry_run(options: ReproduceOptions) -> None:
