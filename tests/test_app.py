@@ -43,13 +43,13 @@ def client(app_server) -> Client:
 
 def predict(client: Client, image, model="clip", checkpoint="", states=DEFAULT_STATES, objects=DEFAULT_OBJECTS,
             world=WORLD_OPEN, pairs="", top_k=5, bias=0.0, previous=""):
-    """Call /predict; returns its outputs as a dict ("labels": the ranked pairs, from the details)."""
-    result = client.predict(handle_file(str(image)) if image else None, model, checkpoint, states, objects, world,
-                            pairs, top_k, bias, previous, api_name="/predict")
-    message, answer, note = result[:3]
-    slots = result[3:3 + 2 * VISUAL_SLOTS]
+    """Call /predict, then /predict_pictures as the page does; returns their outputs as a dict ("labels": the
+    ranked pairs, from the details)."""
+    message, answer, note, parts, details = client.predict(
+        handle_file(str(image)) if image else None, model, checkpoint, states, objects, world, pairs, top_k, bias,
+        previous, api_name="/predict")
+    slots = client.predict(api_name="/predict_pictures")
     visuals = [(slots[2 * i], slots[2 * i + 1]) for i in range(VISUAL_SLOTS)]
-    parts, details = result[3 + 2 * VISUAL_SLOTS:5 + 2 * VISUAL_SLOTS]
     labels = [f"{item['state']} {item['object']}" for item in details.get("ranking", [])] if isinstance(details, dict) else []
     return {"message": message, "answer": answer, "note": note, "parts": parts, "labels": labels,
             "visuals": [(image_update, caption) for image_update, caption in visuals if image_update.get("visible")],

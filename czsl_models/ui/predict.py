@@ -19,10 +19,11 @@ from ..inputs.presets import DEFAULT_OBJECTS, DEFAULT_PRESET, DEFAULT_STATES
 from ..models.checkpoints import CheckpointError
 from .answer import (Honesty, LookingFor, answer_html, details_html, headline_text, is_random_backbone,
                      message_html)
-from .explain import build_visuals, marginal_confidences, ranking_confidences
-from .visual import Visual, mark_not_meaningful
+from .explain import marginal_confidences, ranking_confidences
 from .gallery import Example
-from .image_files import cached_image_file
+from .predict_pictures import (EXPLAIN_TITLE, VISUAL_SLOTS, PicturesToDraw, draw_pictures, explain_box_update,
+                               picture_outputs, pictures_to_draw)
+from .visual import Visual
 from .inputs import (WORLD_CHOICES, WORLD_CLOSED, WORLD_OPEN, as_float, build_vocabulary, clamp_int,
                      friendly_errors, read_photo, uploaded_path)
 from .session import visitor_scope
@@ -31,10 +32,8 @@ from .state import DEFAULT_WEIGHTS_RULE, UNTRAINED, AppState, gpu_function
 from .word_lists import (CUSTOM_PRESET, WORDS_RULE, checkpoint_config, matching_preset, preset_names,
                          preset_vocabulary, words_for_upload)
 
-VISUAL_SLOTS = 3
 MAX_TOP_K = 20
 BIAS_RANGE = 20.0
-EXPLAIN_TITLE = "Why this answer?"
 # Visitors asking the same model about the same words within a few ms share one backbone pass.
 PREDICT_BATCHER = MicroBatcher()
 
@@ -47,9 +46,10 @@ class PredictResult:
     states: dict[str, float]
     objects: dict[str, float]
     note: str
-    visuals: list[Visual]
+    visuals: list[Visual]  # empty when drawn later, from `pending`
     details: dict[str, Any]
     seconds: float
+    pending: PicturesToDraw | None = None  # what the pictures need, when they are drawn after the answer
     headline: str = ""
     answer: str = ""  # the headline and ranked list as HTML
     parts: str = ""  # the states and objects of the ranking as HTML
@@ -102,17 +102,18 @@ def run_model(state: AppState, model_name: str, checkpoint: str | None, photo: I
 
 
 def predict_photo(state: AppState, image: Any, model_name: str, checkpoint: str | None, states: str, objects: str,
-                  world: str, pairs: str | None, top_k: Any = 5, bias: Any = 0.0) -> PredictResult:
-    """Run one prediction and build its headline answer and explanation visuals."""
+                  world: str, pairs: str | None, top_k: Any = 5, bias: Any = 0.0,
+                  draw: bool = True) -> PredictResult:
+    """Run one prediction and build its headline answer and explanation visuals (draw=False: the visuals are
+    left to draw_pictures(result.pending), after the answer is shown)."""
     started = time.perf_counter()
     photo = read_photo(image)
     prediction, facts = run_model(state, model_name or "clip", checkpoint, photo, (states, objects, world, pairs),
                                   clamp_int(top_k, 1, MAX_TOP_K, 5),
                                   max(-BIAS_RANGE, min(BIAS_RANGE, as_float(bias))))
     honesty = Honesty(is_random_backbone(state.backbone.spec), facts.trained, facts.name != "clip")
-    visuals = build_visuals(prediction, photo)
-    if not honesty.explanation_meaningful:
-        visuals = [mark_not_meaningful(visual, honesty.caveat) for visual in visuals]
+    pending = pictures_to_draw(prediction, photo, honesty)
+    visuals = draw_pictures(pending) if draw else []
     trained_on = state.trained_on(checkpoint) if facts.trained else None
     seconds = time.perf_counter() - started
     details = prediction.to_dict()
@@ -129,6 +130,7 @@ def predict_photo(state: AppState, image: Any, model_name: str, checkpoint: str 
         answer=answer_html(prediction, honesty, looking_for=facts.looking_for),
         parts=details_html(prediction),
         honesty=honesty,
+        pending=None if draw else pending,
     )
 
 
@@ -191,37 +193,12 @@ class PredictTab:
     first_answer_outputs: list[Any]
 
 
-def _sentence(title: str) -> str:
-    """A title as the start of a sentence: ends with a full stop unless it has its own punctuation."""
-    return title if title.endswith(("?", "!", ".")) else title + "."
-
-
-def _visual_updates(visuals: list[Visual]) -> list[Any]:
-    updates: list[Any] = []
-    for index in range(VISUAL_SLOTS):
-        if index < len(visuals):
-            visual = visuals[index]
-            picture = cached_image_file(visual.image, visual.photographic)  # encoded here, not on the event loop
-            updates += [gr.update(value=picture, label=visual.title, alt_text=visual.alt, visible=True),
-                        gr.update(value=f"**{escape_markdown(_sentence(visual.title))}** {escape_markdown(visual.caption)}",
-                                  visible=True)]
-        else:
-            updates += [gr.update(value=None, visible=False), gr.update(value="", visible=False)]
-    return updates
-
-
-def explain_box_update(honesty: Honesty) -> Any:
-    """Always open (a presenter explains the picture either way); the title says when it means nothing, and the
-    pictures carry the same mark around them."""
-    if honesty.explanation_meaningful:
-        return gr.update(label=EXPLAIN_TITLE, open=True)
-    return gr.update(label=f"{EXPLAIN_TITLE} ({honesty.caveat})", open=True)
-
-
 def result_outputs(result: PredictResult) -> list[Any]:
-    """The Predict tab's outputs for one result (same order as PredictTab.outputs)."""
-    return [gr.update(value="", visible=False), result.answer, result.note, explain_box_update(result.honesty), *_visual_updates(result.visuals),
-            result.parts, result.details, as_previous(result.answer)]
+    """The answer event's outputs for one result (same order as PredictTab.outputs): the pictures on screen are
+    marked as being redrawn, and what the picture event draws from is kept in the session."""
+    return [gr.update(value="", visible=False), result.answer, result.note,
+            explain_box_update(result.honesty, drawing=result.pending is not None), result.parts, result.details,
+            as_previous(result.answer), result.pending]
 
 
 def with_notice(outputs: list[Any], notice: str) -> list[Any]:
@@ -231,8 +208,9 @@ def with_notice(outputs: list[Any], notice: str) -> list[Any]:
 
 def error_outputs(message: str, previous: str) -> list[Any]:
     """One message; the previous answer stays, marked as previous; nothing else changes."""
-    unchanged = [gr.update() for _ in range(2 + 2 * VISUAL_SLOTS + 2)]
-    return [gr.update(value=message_html(message), visible=True), previous or gr.update(), *unchanged, gr.update()]
+    unchanged = [gr.update() for _ in range(4)]  # note, explanation, details: the previous answer's
+    return [gr.update(value=message_html(message), visible=True), previous or gr.update(), *unchanged, gr.update(),
+            None]
 
 
 def error_message(error: BaseException) -> str:
@@ -305,11 +283,13 @@ def build_predict_tab(state: AppState, examples: list[Example], concurrency_limi
             with gr.Accordion("The numbers behind the answer (for developers)", open=False):
                 details = gr.JSON(label="Prediction")
     previous = gr.State("")
+    # What the answer's pictures are drawn from, until they are drawn (then emptied; dropped after 10 minutes).
+    pending = gr.State(None, time_to_live=600)
 
     def compute(image_value, model_name, checkpoint_value, states_text, objects_text, world_value, pairs_text,
                 top_k_value, bias_value) -> PredictResult:
         return predict_photo(state, image_value, model_name, checkpoint_value, states_text, objects_text,
-                             world_value, pairs_text, top_k_value, bias_value)
+                             world_value, pairs_text, top_k_value, bias_value, draw=False)
 
     guarded_compute = friendly_errors(compute)
 
@@ -334,14 +314,23 @@ def build_predict_tab(state: AppState, examples: list[Example], concurrency_limi
                           pairs_text, top_k_value, bias_value, previous_value)
 
     inputs = [image, model, checkpoint, states, objects, world, pairs, top_k, bias, previous]
-    outputs = [message, answer, note, explain_box, *slots, parts, details, previous]
+    outputs = [message, answer, note, explain_box, parts, details, previous, pending]
     # preprocess=False: the photo reaches our own checks (not an image, too many pixels) unopened.
     event_options = dict(inputs=inputs, outputs=outputs, preprocess=False, concurrency_limit=concurrency_limit,
                          concurrency_id="predict")
-    run.click(on_predict, api_name="predict", **event_options).then(
+    picture_event = dict(fn=picture_outputs, inputs=[pending], outputs=[explain_box, *slots, pending],
+                         concurrency_limit=concurrency_limit, concurrency_id="predict_pictures",
+                         show_progress="hidden", api_visibility="undocumented")
+
+    def then_draw(event: Any, name: str) -> Any:
+        """After an answer event: its pictures, drawn in their own event (the answer is on screen by then)."""
+        return event.then(api_name=f"{name}_pictures", **picture_event)
+
+    then_draw(run.click(on_predict, api_name="predict", **event_options), "predict").then(
         None, js=SCROLL_TO_ANSWER_JS, api_name="predict_scroll")
-    example_set.load_input_event.then(on_predict, api_name="predict_example", api_visibility="undocumented",
-                                      **event_options).then(None, js=SCROLL_TO_ANSWER_JS, api_name="example_scroll")
+    then_draw(example_set.load_input_event.then(on_predict, api_name="predict_example", api_visibility="undocumented",
+                                                **event_options), "predict_example").then(
+        None, js=SCROLL_TO_ANSWER_JS, api_name="example_scroll")
 
     @visitor_scope
     def on_upload(image_value, model_name, checkpoint_value, states_text, objects_text, world_value, pairs_text,
@@ -357,17 +346,18 @@ def build_predict_tab(state: AppState, examples: list[Example], concurrency_limi
                                              "look for.")
         return [new_states, new_objects, matching_preset(state, new_states, new_objects, checkpoint_value), *answered]
 
-    image.upload(on_upload, api_name="predict_upload", api_visibility="undocumented",
-                 **{**event_options, "outputs": [states, objects, preset, *outputs]})
+    then_draw(image.upload(on_upload, api_name="predict_upload", api_visibility="undocumented",
+                           **{**event_options, "outputs": [states, objects, preset, *outputs]}), "predict_upload")
 
     def on_model_change(model_name):
         """The checkpoints of a model and a sentence about it."""
         choices = state.checkpoint_choices(model_name)
         return gr.update(choices=choices, value=state.default_checkpoint(model_name)), model_summary(state, model_name)
 
-    model.change(friendly_errors(on_model_change), inputs=[model], outputs=[checkpoint, summary],
-                 api_name="predict_model_changed").then(on_rerun, api_name="predict_model_rerun",
-                                                        api_visibility="undocumented", **event_options)
+    then_draw(model.change(friendly_errors(on_model_change), inputs=[model], outputs=[checkpoint, summary],
+                           api_name="predict_model_changed").then(on_rerun, api_name="predict_model_rerun",
+                                                                  api_visibility="undocumented", **event_options),
+              "predict_model_rerun")
 
     @visitor_scope
     def on_checkpoint_change(checkpoint_value):
@@ -387,7 +377,8 @@ def build_predict_tab(state: AppState, examples: list[Example], concurrency_limi
 
     checkpoint.change(on_checkpoint_change, inputs=[checkpoint], outputs=[checkpoint_info, bias, preset],
                       api_name="predict_checkpoint_changed")
-    checkpoint.input(on_rerun, api_name="predict_checkpoint_rerun", api_visibility="undocumented", **event_options)
+    then_draw(checkpoint.input(on_rerun, api_name="predict_checkpoint_rerun", api_visibility="undocumented",
+                               **event_options), "predict_checkpoint_rerun")
 
     def on_preset(preset_value, checkpoint_value):
         """Fill the word boxes from a ready-made list ('your own words' keeps those on screen)."""
@@ -396,9 +387,10 @@ def build_predict_tab(state: AppState, examples: list[Example], concurrency_limi
         states_text, objects_text, world_value, pairs_text = preset_vocabulary(state, preset_value, checkpoint_value)
         return states_text, objects_text, world_value, gr.update(value=pairs_text, visible=world_value == WORLD_CLOSED)
 
-    preset.input(friendly_errors(on_preset), inputs=[preset, checkpoint], outputs=[states, objects, world, pairs],
-                 api_name="predict_preset").then(on_rerun, api_name="predict_preset_rerun",
-                                                 api_visibility="undocumented", **event_options)
+    then_draw(preset.input(friendly_errors(on_preset), inputs=[preset, checkpoint],
+                           outputs=[states, objects, world, pairs], api_name="predict_preset").then(
+        on_rerun, api_name="predict_preset_rerun", api_visibility="undocumented", **event_options),
+        "predict_preset_rerun")
     world.change(pair_box_visibility, inputs=[world], outputs=[pairs], api_name="predict_world_changed")
 
     @visitor_scope
@@ -427,15 +419,19 @@ def build_predict_tab(state: AppState, examples: list[Example], concurrency_limi
             return [gr.update() for _ in first_outputs]
         checkpoint_value = state.default_checkpoint(default_model)
         key = (default_model, checkpoint_value)
-        if key not in first_cache:
-            first_cache[key] = on_predict(first_example.path, default_model, checkpoint_value, first_example.states,
-                                          first_example.objects, WORLD_OPEN, "", 5, 0.0, "")
+        if key not in first_cache:  # the answer and its pictures at once: the page opens whole
+            answered = on_predict(first_example.path, default_model, checkpoint_value, first_example.states,
+                                  first_example.objects, WORLD_OPEN, "", 5, 0.0, "")
+            message_value, answer_value, note_value, _, parts_value, details_value, previous_value, drawn = answered
+            first_cache[key] = [message_value, answer_value, note_value, parts_value, details_value, previous_value,
+                                *picture_outputs(drawn)]
         menu = gr.update(choices=state.checkpoint_choices(default_model), value=checkpoint_value)
         words = matching_preset(state, first_example.states, first_example.objects, checkpoint_value)
         return [first_example.path, first_example.states, first_example.objects, menu, words,
                 *copy.deepcopy(first_cache[key])]
 
-    first_outputs = [image, states, objects, checkpoint, preset, *outputs]
+    first_outputs = [image, states, objects, checkpoint, preset, message, answer, note, parts, details, previous,
+                     explain_box, *slots, pending]
     return PredictTab(image=image, states=states, objects=objects, world=world, pairs=pairs, model=model,
                       checkpoint=checkpoint, preset=preset, compare_button=compare_button, outputs=outputs,
                       first_answer=first_answer, first_answer_outputs=first_outputs)
