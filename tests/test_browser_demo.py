@@ -44,7 +44,8 @@ def make_checkpoint(folder: Path, dataset: str, auc: float, hm: float) -> None:
 @pytest.fixture(scope="module")
 def trained_url(tmp_path_factory):
     """The app with two local MSCI checkpoints: a benchmark one, then a newer one on the toy shapes with higher
-    numbers; answers drawn as if the backbone were real (the tiny one is random), so shares are shown."""
+    numbers; answers drawn as if the backbone were real (the tiny one is random), so shares are shown and no
+    demo-mode banner is."""
     import time
 
     root = tmp_path_factory.mktemp("trained-app")
@@ -53,6 +54,10 @@ def trained_url(tmp_path_factory):
     make_checkpoint(root / "weights" / "msci-shapes", "synthetic:shapes", 0.6, 0.7)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("czsl_models.ui.predict.is_random_backbone", lambda spec: False)
+        import czsl_models.ui.blocks as blocks
+
+        load_backbone = blocks.load_app_backbone
+        patch.setattr(blocks, "load_app_backbone", lambda *args: (load_backbone(*args)[0], ""))
         with served_app(root) as (_, _, url):
             yield url
 
@@ -202,24 +207,45 @@ def test_out_of_date_results_are_marked_in_predict_and_compare_readably(demo_url
     page.close()
 
 
-def test_a_phone_shows_the_answer_and_a_readable_picture_on_its_first_screen(demo_url, browser):  # noqa: F811
-    """Item 5: at 390 x 844 every tab is in the bar, the answer is whole on the first screen, the picture of why
-    starts on it with words of a readable size, and the Compare table fits."""
-    page = browser.new_page(viewport=PHONE, device_scale_factor=1)
-    page.goto(demo_url)
+FIRST_SCREEN = {"photo": "#predict-image", "words": "#predict-answer .czsl-looking",
+                "answer": "#predict-answer .czsl-answer", "picture": "#predict-visual-0 img"}
+
+
+@pytest.mark.parametrize("app", ["demo_url", "trained_url"])
+@pytest.mark.parametrize("viewport", [PHONE, LAPTOP], ids=["phone", "laptop"])
+def test_the_first_screen_shows_photo_words_answer_and_a_whole_readable_picture(app, viewport, request,
+                                                                                browser):  # noqa: F811
+    """The first screen, without scrolling, on a 390 x 844 phone and a 1280 x 800 laptop, in demo mode and with
+    trained weights: the photo, the words looked for, the whole answer and the whole first picture of why, its
+    words drawn at a readable size; nothing wider than the screen."""
+    page = browser.new_page(viewport=viewport, device_scale_factor=1)
+    page.goto(request.getfixturevalue(app))
     wait_for_answer(page)
     page.wait_for_function("() => { const i = document.querySelector('#predict-visual-0 img');"
                            " return i && i.complete && i.naturalWidth > 0; }", timeout=30_000)
+    page.wait_for_timeout(300)  # the picture's layout settles once it is decoded
+    assert page.evaluate("window.scrollY") == 0
+    for what, selector in FIRST_SCREEN.items():
+        box = page.locator(selector).first.bounding_box()
+        assert box and box["y"] >= 0 and box["y"] + box["height"] <= viewport["height"] + 0.5, (what, box)
+        assert box["x"] >= 0 and box["x"] + box["width"] <= viewport["width"] + 0.5, (what, box)
+    assert "Looking for: states" in page.locator(FIRST_SCREEN["words"]).inner_text()
+    shown = picture_shown(page)
+    assert shown["width"] / shown["natural"] * SMALLEST_PICTURE_TEXT >= READABLE_PX, shown
+    assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
+    page.close()
+
+
+def test_a_phone_has_every_tab_the_photo_first_and_a_compare_table_that_fits(demo_url, browser):  # noqa: F811
+    """Item 5: at 390 x 844 every tab is in the bar, the photo is above the answer, and the Compare table fits."""
+    page = browser.new_page(viewport=PHONE, device_scale_factor=1)
+    page.goto(demo_url)
+    wait_for_answer(page)
     visible_tabs = [tab for tab in page.get_by_role("tab").all() if tab.is_visible()]
     assert len(visible_tabs) == 5, [tab.inner_text() for tab in visible_tabs]
     card = page.locator("#predict-answer .czsl-answer").bounding_box()
-    assert card["y"] >= 0 and card["y"] + card["height"] <= PHONE["height"], card
     photo = page.locator("#predict-image").bounding_box()
     assert photo["y"] + photo["height"] <= card["y"], "the photo is above the answer, not under it"
-    shown = picture_shown(page)
-    assert shown["top"] < PHONE["height"] - 60, f"the picture of why starts on the first screen: {shown}"
-    assert shown["width"] / shown["natural"] * SMALLEST_PICTURE_TEXT >= READABLE_PX, shown
-    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     page.locator("#predict-compare").click()
     wait_for_text(page, "#compare-headline", "best guess")
     fits = page.evaluate("""() => { const t = document.querySelector('#compare-table table');
@@ -270,4 +296,33 @@ def test_an_evaluation_is_marked_out_of_date_when_its_inputs_change(demo_url, br
     page.locator("#evaluate-button").click()
     page.wait_for_function("() => !document.querySelector('#evaluate-stale')", timeout=10_000)
     wait_for_text(page, "#evaluate-summary", "open world", timeout=240_000)
+    page.close()
+
+
+def test_the_answer_comes_first_and_its_picture_follows_it(demo_url, browser):  # noqa: F811
+    """Answer first, picture after: a new answer's picture replaces the old one (it shows the new answer's
+    words), and until it arrives the old picture is faded under a 'Drawing' title rather than shown as if it
+    belonged to the new answer."""
+    page = browser.new_page(viewport=LAPTOP)
+    page.goto(demo_url)
+    wait_for_answer(page)
+    page.wait_for_function("() => document.querySelector('#predict-visual-0 img')?.complete", timeout=30_000)
+    old_alt = page.locator("#predict-visual-0 img").get_attribute("alt")
+    # Watch the explanation from the moment of the click: record whether it was ever marked as being redrawn.
+    page.evaluate("""() => { window.czslDrawing = false; const box = document.querySelector('#predict-explain');
+      new MutationObserver(() => { if (box.classList.contains('czsl-drawing')
+          && box.innerText.includes('Drawing')) window.czslDrawing = true; })
+        .observe(box, {attributes: true, subtree: true, childList: true, characterData: true}); }""")
+    page.locator("#predict-states textarea").fill("wet, dry")
+    page.locator("#predict-objects textarea").fill("kettle, lamp")
+    page.locator("#predict-button").click()
+    wait_for_text(page, "#predict-answer", "objects kettle, lamp")
+    page.wait_for_function("""() => { const alt = document.querySelector('#predict-visual-0 img')?.alt || '';
+      return !document.querySelector('#predict-explain').classList.contains('czsl-drawing')
+        && (alt.includes('kettle') || alt.includes('lamp')); }""", timeout=30_000)
+    top = page.locator("#predict-answer .czsl-headline strong").inner_text()
+    alt = page.locator("#predict-visual-0 img").get_attribute("alt")
+    assert top in alt and alt != old_alt, (top, alt)
+    assert "Drawing" not in page.locator("#predict-explain").inner_text()
+    assert page.evaluate("window.czslDrawing"), "the old picture was marked while the new one was drawn"
     page.close()

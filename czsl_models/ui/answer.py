@@ -149,9 +149,9 @@ def answer_html(prediction: Prediction, honesty: Honesty, previous: bool = False
                         f'<span class="czsl-bar" aria-hidden="true"><span style="width:{percent:.1f}%"></span></span>'
                         f'<span class="czsl-percent">{percent:.0f}%</span></li>')
     count = len(prediction.scores) if prediction.scores is not None else len(prediction.ranking)
-    caption = ("The ranked answers (with random weights the order is random)." if honesty.random_backbone
-               else f"The ranked answers, each with its share among the {count:,} combinations listed (the shares "
-                    "add up to 100% over all of them; not how sure the model is).")
+    caption = ("Ranked answers (random weights: a random order):" if honesty.random_backbone
+               else f"The ranked answers: each one's share among the {count:,} combinations listed (all add up to "
+                    "100%), not how sure the model is.")
     classes = "czsl-answer czsl-previous" if previous else "czsl-answer"
     marker = ('<p class="czsl-previous-note">Previous answer: it belongs to the earlier photo or settings.</p>'
               if previous else "")

@@ -20,7 +20,7 @@ from .mcp_json import json_answers_lifespan
 from .predict import build_predict_tab, refresh_choices
 from .session import visitor_id, visitor_scope
 from .state import AppState, load_app_backbone
-from .theme import APP_CSS, app_theme
+from .theme import APP_CSS, PAGE_HEAD, app_theme
 from .train import build_train_tab
 
 TITLE = "State + object recognition"
@@ -144,6 +144,6 @@ def create_app(backbone: str | None = None, device: str | None = None,
 def launch_options() -> dict[str, Any]:
     """Keyword arguments for Blocks.launch: styling, upload limit, the example photos as servable files, and MCP
     answers written as JSON (mcp_json)."""
-    return {"css": APP_CSS, "theme": app_theme(), "max_file_size": "200mb",
+    return {"css": APP_CSS, "head": PAGE_HEAD, "theme": app_theme(), "max_file_size": "200mb",
             "allowed_paths": [str(EXAMPLES_DIR)], "app_kwargs": {"lifespan": json_answers_lifespan},
             "state_session_capacity": max_sessions()}

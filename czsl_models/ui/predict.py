@@ -228,7 +228,8 @@ def build_predict_tab(state: AppState, examples: list[Example], concurrency_limi
     objects = gr.Textbox(DEFAULT_OBJECTS, label="Objects (what things are)", lines=2, elem_id="predict-objects",
                          info="Separated by commas, e.g. apple, bike, dog", render=False)
     with gr.Row(equal_height=False, elem_id="predict-row"):
-        with gr.Column(scale=5, min_width=300, elem_id="predict-inputs"):
+        # Three columns on a laptop: the photo and words, the answer, its picture of why (all on the first screen).
+        with gr.Column(scale=4, min_width=300, elem_id="predict-inputs"):
             image = gr.Image(type="filepath", image_mode=None, label="Your photo", height=300, elem_id="predict-image",
                              sources=["upload", "clipboard", "webcam"])
             with gr.Row(elem_id="predict-buttons"):
@@ -266,10 +267,16 @@ def build_predict_tab(state: AppState, examples: list[Example], concurrency_limi
                 bias = gr.Slider(-BIAS_RANGE, BIAS_RANGE, value=0.0, step=0.5, visible=False,
                                  label="Favour new combinations",
                                  info="Higher values move combinations the model never saw in training up the list.")
-        with gr.Column(scale=7, min_width=300, elem_id="predict-results"):
+        with gr.Column(scale=5, min_width=300, elem_id="predict-results"):
             message = gr.HTML("", elem_id="predict-message", visible=False)
             answer = gr.HTML("", elem_id="predict-answer")
             note = gr.Markdown("", elem_id="predict-note")
+            with gr.Accordion("Details: the states and objects in the answer", open=False, elem_id="predict-details"):
+                parts = gr.HTML("", elem_id="predict-parts")
+            with gr.Accordion("The numbers behind the answer (for developers)", open=False,
+                              elem_id="predict-numbers"):
+                details = gr.JSON(label="Prediction")
+        with gr.Column(scale=5, min_width=300, elem_id="predict-why"):
             with gr.Accordion(EXPLAIN_TITLE, open=True, elem_id="predict-explain") as explain_box:
                 slots: list[Any] = []
                 for index in range(VISUAL_SLOTS):
@@ -278,10 +285,6 @@ def build_predict_tab(state: AppState, examples: list[Example], concurrency_limi
                                           format="png", buttons=["download", "fullscreen"],
                                           elem_id=f"predict-visual-{index}"))
                     slots.append(gr.Markdown("", visible=False, elem_id=f"predict-caption-{index}"))
-            with gr.Accordion("Details: the states and objects in the answer", open=False, elem_id="predict-details"):
-                parts = gr.HTML("", elem_id="predict-parts")
-            with gr.Accordion("The numbers behind the answer (for developers)", open=False):
-                details = gr.JSON(label="Prediction")
     previous = gr.State("")
     # What the answer's pictures are drawn from, until they are drawn (then emptied; dropped after 10 minutes).
     pending = gr.State(None, time_to_live=600)

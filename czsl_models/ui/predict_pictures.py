@@ -72,7 +72,8 @@ def explain_box_update(honesty: Honesty, drawing: bool = False) -> Any:
     """Always open (a presenter explains the picture either way); the title says when it means nothing, and the
     pictures carry the same mark around them. While drawing, the pictures on screen are the previous answer's:
     the title says so and they are faded."""
-    title = f"{EXPLAIN_TITLE} ({honesty.caveat})" if not honesty.explanation_meaningful else EXPLAIN_TITLE
+    # Short enough for one line on a phone: the mark on the picture and its caption say why.
+    title = f"{EXPLAIN_TITLE} (not meaningful)" if not honesty.explanation_meaningful else EXPLAIN_TITLE
     if drawing:
         return gr.update(label=f"{EXPLAIN_TITLE} Drawing the picture…", open=True, elem_classes=[DRAWING_CLASS])
     return gr.update(label=title, open=True, elem_classes=[])

@@ -75,9 +75,12 @@ APP_CSS = """
 .czsl-down { color: #7c2d12; background: #ffedd5; }
 .czsl-new { color: #1e3a8a; background: #dbeafe; }
 footer, footer a, footer button { color: #374151 !important; }
+/* The examples' table fits the photo's column (a third of a laptop screen): its words wrap, nothing is cut. */
+#predict-examples table { table-layout: fixed; width: 100%; }
+#predict-examples th, #predict-examples td, #predict-examples th * { overflow-wrap: anywhere; white-space: normal;
+  padding-left: 4px; padding-right: 4px; }
 @media (max-width: 640px) {
   /* The first screen of a phone shows the photo, the words, the answer and the start of its picture of why. */
-  .gradio-container .main.app { padding-left: 10px !important; padding-right: 10px !important; }
   #predict-explain.padded { padding-left: 4px; padding-right: 4px; }
   .czsl-banner { padding: 4px 10px; }
   .czsl-banner-more { display: none; }
@@ -85,26 +88,47 @@ footer, footer a, footer button { color: #374151 !important; }
   #intro p { display: none; }
   /* Gradio folds tabs that do not fit into a menu, measuring a hidden copy: both copies get the smaller size. */
   .tab-wrapper .tab-container button { padding: 6px 6px; font-size: 0.88rem; min-width: 0; }
-  /* On a phone: the photo with the buttons beside it, then the answer, then the settings. */
+  /* On a phone, one column: the photo with the buttons beside it, the answer, its picture of why, then the
+     rest (the note on the weights, the details, the settings). */
   #predict-row { display: grid; grid-template-columns: 3fr 2fr; gap: 8px; }
-  #predict-inputs { display: contents; }
-  #predict-row > * , #predict-inputs > * { grid-column: 1 / -1; min-width: 0; }
+  #predict-inputs, #predict-results, #predict-why { display: contents; }
+  #predict-row > *, #predict-inputs > *, #predict-results > *, #predict-why > * { grid-column: 1 / -1; min-width: 0; }
   #predict-image { order: 1; grid-column: 1 / 2; }
-  #predict-image, #predict-image .image-container { height: 170px !important; min-height: 0 !important; }
+  #predict-image, #predict-image .image-container { height: 130px !important; min-height: 0 !important; }
   #predict-buttons { order: 2; grid-column: 2 / 3; flex-direction: column; justify-content: center; }
   #predict-buttons button { min-width: 0; width: 100%; padding: 10px 6px; }
-  #predict-results { order: 3; }
-  #predict-model-box, #predict-words, #predict-examples, #predict-more { order: 4; }
+  #predict-message, #predict-answer { order: 3; }
+  #predict-explain { order: 4; }
+  #predict-note { order: 5; }
+  #predict-details, #predict-numbers { order: 6; }
+  #predict-model-box, #predict-words, #predict-examples, #predict-more { order: 7; }
   .czsl-answer { padding: 8px 10px; }
   .czsl-compare { font-size: 0.8rem; table-layout: fixed; }
   .czsl-compare th, .czsl-compare td { padding: 4px 2px; overflow-wrap: anywhere; }
   .czsl-compare th[scope="row"] { width: 30%; }
-  #predict-results { display: flex; flex-direction: column; }
-  #predict-note { order: 2; }
-  #predict-results > :not(#predict-note) { order: 1; }
-  #predict-details, #predict-results > :last-child { order: 3; }
-  .czsl-answer .czsl-caption, .czsl-looking { font-size: 0.85rem; }
-  .czsl-answer .czsl-headline { font-size: 1.35rem; }
-  .czsl-ranking .czsl-name { flex-basis: 55%; }
+  .czsl-answer .czsl-caption, .czsl-looking { font-size: 0.8rem; line-height: 1.35; margin-bottom: 4px; }
+  .czsl-answer .czsl-headline { font-size: 1.2rem; }
+  .czsl-answer .czsl-stamp, .czsl-answer .czsl-lead { font-size: 0.85rem; }
+  /* The ranked answers as one numbered run of text ("1 striped tiger 44% · 2 ..."): the picture of why fits
+     on the first screen under them. */
+  .czsl-ranking { padding-left: 0; counter-reset: rank; line-height: 1.5; }
+  .czsl-ranking li { display: inline; margin: 0; counter-increment: rank; white-space: nowrap; }
+  .czsl-ranking li::before { content: counter(rank) " "; color: #374151; font-weight: 700; font-size: 0.85em; }
+  .czsl-ranking li + li::before { content: " · " counter(rank) " "; }
+  .czsl-ranking .czsl-bar { display: none; }
+  .czsl-ranking .czsl-percent { margin-left: 0.3em; }
+  /* Page chrome kept small, and the picture's viewer buttons left out (a long press saves the picture). */
+  #predict-explain .icon-button-wrapper { display: none; }
+  #predict-explain .label-wrap, #predict-explain .label-wrap span { font-size: 0.8rem; text-align: left; }
+  #predict-answer .html-container { padding: 0; }
+  /* The photo and the picture keep the width they had inside the wider margins: the picture's words stay
+     about 10 px, and it stays short enough for the first screen. */
+  #predict-explain img { max-width: 330px !important; margin: 0 auto; display: block; }
 }
 """
+
+# Gradio scopes APP_CSS inside its own container, so the page's outer margins (32 px a side, too much for a
+# phone) are set from the page head.
+PAGE_HEAD = """<style>
+@media (max-width: 640px) { .gradio-container .main.app { padding: 8px 10px !important; } }
+</style>"""
