@@ -4,7 +4,8 @@ one run (rounds alternate between them, so both see the same machine load).
     python benchmarks/ui_latency.py --before PATH_TO_OTHER_CHECKOUT [--after .] [--rounds 5] [--backbone tiny]
 
 Page to first answer: from navigation until the answered example's headline is on screen. Click to answer: from
-pressing Recognise (each time with other words) until the new answer card replaces the old one. Prints medians and after/before ratios."""
+pressing Recognise (each time with other words) until the new answer card replaces the old one; click to its
+picture: until the first picture of why is the new answer's. Prints medians and after/before ratios."""
 
 from __future__ import annotations
 
@@ -66,8 +67,14 @@ def page_to_first_answer(browser, url: str) -> float:
     return seconds
 
 
-def click_to_answer(browser, url: str, clicks: int) -> list[float]:
-    """Seconds from pressing Recognise to the new answer card, `clicks` times on one page."""
+PICTURE_REPLACED = """(old) => { const img = document.querySelector('#predict-visual-0 img');
+  return img && img.src && img.src !== old && img.complete
+    && !document.querySelector('#predict-explain')?.classList.contains('czsl-drawing'); }"""
+
+
+def click_to_answer(browser, url: str, clicks: int) -> tuple[list[float], list[float]]:
+    """Seconds from pressing Recognise to the new answer card, and to its new picture of why, `clicks` times on
+    one page."""
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     page.goto(url)
     page.wait_for_selector("#predict-answer .czsl-headline", timeout=120_000)
@@ -77,18 +84,24 @@ def click_to_answer(browser, url: str, clicks: int) -> list[float]:
         page.get_by_role("option", name="CLIP baseline").click()
         page.wait_for_function("() => (document.querySelector('#predict-note')?.innerText || '')"
                                ".includes('CLIP baseline')", timeout=120_000)
-    times = []
+    times, picture_times = [], []
     for click in range(clicks):
         # Other words each time: an identical answer would leave the page's HTML as it was, with nothing to wait for.
         page.locator("#predict-states textarea").fill(WORD_LISTS[click % len(WORD_LISTS)])
         page.evaluate("document.querySelector('#predict-answer .czsl-answer').dataset.old = '1'")
+        # Only where the picture is on show (an older checkout may keep it collapsed, and then never draws it).
+        old_picture = page.evaluate("(() => { const i = document.querySelector('#predict-visual-0 img');"
+                                    " return i && i.offsetParent ? i.src : ''; })()")
         started = time.perf_counter()
         page.locator("#predict-button").click()
         page.wait_for_function("() => { const a = document.querySelector('#predict-answer .czsl-answer');"
-                               " return a && !a.dataset.old; }", timeout=120_000)
+                               " return a && !a.dataset.old; }", timeout=120_000, polling=10)
         times.append(time.perf_counter() - started)
+        if old_picture:
+            page.wait_for_function(PICTURE_REPLACED, arg=old_picture, timeout=120_000, polling=10)
+            picture_times.append(time.perf_counter() - started)
     page.close()
-    return times
+    return times, picture_times
 
 
 def main() -> None:
@@ -104,7 +117,7 @@ def main() -> None:
 
     servers = {name: start_server(path.resolve(), args.backbone) for name, path in
                (("before", args.before), ("after", args.after))}
-    results = {name: {"load": [], "click": []} for name in servers}
+    results = {name: {"load": [], "click": [], "picture": []} for name in servers}
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
@@ -113,12 +126,24 @@ def main() -> None:
             for _ in range(args.rounds):
                 for name, (_, url) in servers.items():
                     results[name]["load"].append(page_to_first_answer(browser, url))
-                    results[name]["click"] += click_to_answer(browser, url, 3)
+                    answers, pictures = click_to_answer(browser, url, 3)
+                    results[name]["click"] += answers
+                    results[name]["picture"] += pictures
             browser.close()
     finally:
         for process, _ in servers.values():
             process.terminate()
-    for what, label in (("load", "page to first answer"), ("click", "click to answer")):
+    import torch
+
+    print(f"{os.cpu_count()} CPUs ({torch.backends.cpu.get_cpu_capability()}), load average "
+          f"{os.getloadavg()[0]:.2f}, {args.rounds} rounds, medians")
+    for what, label in (("load", "page to first answer"), ("click", "click to answer"),
+                        ("picture", "click to its picture of why")):
+        if not all(results[name][what] for name in ("before", "after")):
+            shown = {name: f"{statistics.median(results[name][what]):.2f} s" if results[name][what] else "not shown"
+                     for name in ("before", "after")}
+            print(f"{label}: before {shown['before']}, after {shown['after']}")
+            continue
         before, after = (statistics.median(results[name][what]) for name in ("before", "after"))
         print(f"{label}: before {before:.2f} s, after {after:.2f} s, after/before {after / before:.2f}")
 
