@@ -230,6 +230,11 @@ def test_the_first_screen_shows_photo_words_answer_and_a_whole_readable_picture(
         assert box and box["y"] >= 0 and box["y"] + box["height"] <= viewport["height"] + 0.5, (what, box)
         assert box["x"] >= 0 and box["x"] + box["width"] <= viewport["width"] + 0.5, (what, box)
     assert "Looking for: states" in page.locator(FIRST_SCREEN["words"]).inner_text()
+    clipped = page.evaluate("""() => { const card = document.querySelector('#predict-answer .czsl-answer');
+      const edge = card.getBoundingClientRect().right;
+      return [...card.querySelectorAll('li')].filter(li => li.getBoundingClientRect().right > edge + 0.5)
+        .map(li => li.innerText); }""")
+    assert not clipped, f"ranked answers cut off at the card's edge: {clipped}"
     shown = picture_shown(page)
     assert shown["width"] / shown["natural"] * SMALLEST_PICTURE_TEXT >= READABLE_PX, shown
     assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]

@@ -112,9 +112,10 @@ footer, footer a, footer button { color: #374151 !important; }
   /* The ranked answers as one numbered run of text ("1 striped tiger 44% · 2 ..."): the picture of why fits
      on the first screen under them. */
   .czsl-ranking { padding-left: 0; counter-reset: rank; line-height: 1.5; }
-  .czsl-ranking li { display: inline; margin: 0; counter-increment: rank; white-space: nowrap; }
+  .czsl-ranking li { display: inline-block; margin: 0 0.5em 0 0; counter-increment: rank; white-space: nowrap;
+    max-width: 100%; overflow-wrap: anywhere; }
   .czsl-ranking li::before { content: counter(rank) " "; color: #374151; font-weight: 700; font-size: 0.85em; }
-  .czsl-ranking li + li::before { content: " · " counter(rank) " "; }
+  .czsl-ranking li + li::before { content: "· " counter(rank) " "; }
   .czsl-ranking .czsl-bar { display: none; }
   .czsl-ranking .czsl-percent { margin-left: 0.3em; }
   /* Page chrome kept small, and the picture's viewer buttons left out (a long press saves the picture). */
