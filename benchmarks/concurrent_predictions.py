@@ -1,86 +1,297 @@
-"""Latency of N concurrent predictions through the served app (tiny backbone), each from its own
-gradio_client session, as a public Space sees them (SPACE_ID set, so every visitor is kept apart): prints
-one prediction's time alone ("single", the median of three), p50 / p95 / max seconds of the concurrent ones,
-p95 / single, the machine load and its CPU.
+"""Latency of N concurrent predictions as visitors of a public Space see them, beside Gradio's own floor.
 
-    python benchmarks/concurrent_predictions.py [--requests 30] [--model msci] [--local]
+The app runs in its own process as a Space runs it (`app.py --backbone tiny`, SPACE_ID set, no HF_TOKEN, so every
+visitor is kept apart). Beside it, in another process, runs the floor: a minimal Gradio app whose `predict` event
+has the same inputs (the photo as gr.Image(type="filepath"), a State where the app has one, a Textbox for every
+other field), one HTML output, preprocess=False, the same concurrency limit and queue size, and a function that
+returns a constant. What the app takes above the floor is the app's; the floor is what Gradio's queue, upload and
+streaming cost on this machine.
+
+The clients are one asyncio event loop speaking Gradio's HTTP API (upload the photo, POST gradio_api/call/predict,
+read the event stream), light enough that they do not compete with the servers for the cores (gradio_client
+threads in the measuring process used several times the servers' CPU). Each request uploads its own example photo
+and must get an answer (the app's headline, the floor's constant): a failing server cannot look fast.
+
+Per round, floor then app: one request alone ("single", the median of 3 after a warm-up), then N at once.
+Prints one JSON object per target and round: single, p50, p95, max seconds, p95 / single, the server's and the
+clients' CPU seconds per request, cpu_bound (the server's CPU seconds for the N spread over every core: the
+soonest the last of them could finish), the load average before and after, the CPU; then one summary line with
+app p95 / floor p95 and app p95 / app single per round.
+
+    python benchmarks/concurrent_predictions.py [--requests 30] [--rounds 2] [--model msci] [--local]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import math
 import os
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("CZSL_DEVICE", "cpu")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+API_NAME = "predict"
+FLOOR_ANSWER = '<p class="floor-answer">constant</p>'
+FLOOR_MARK = "floor-answer"
+APP_ANSWER = "czsl-headline"  # in the app's answer HTML; its error messages lack it
+FILE_DATA = {"_type": "gradio.FileData"}
+FLOOR_SERVER = """
+import sys
+import gradio as gr
+
+port, concurrency, kinds = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3].split(",")
+
+
+def component(kind):
+    if kind == "image":
+        return gr.Image(type="filepath")
+    return gr.State() if kind == "state" else gr.Textbox()
+
+
+def answer(*values):
+    return {answer!r}
+
+
+with gr.Blocks() as demo:
+    inputs = [component(kind) for kind in kinds]
+    gr.Button().click(answer, inputs, gr.HTML(), api_name={api!r}, preprocess=False, concurrency_limit=concurrency)
+demo.queue(max_size=256).launch(server_name="127.0.0.1", server_port=port, quiet=True, max_file_size="200mb")
+""".format(answer=FLOOR_ANSWER, api=API_NAME)
+
+
+@dataclass
+class Target:
+    """A served app under test: its process, URL, the answer it must give and the request payload's template."""
+
+    name: str
+    process: subprocess.Popen
+    url: str
+    expect: str
+    input_kinds: list[str]
+
 
 def percentile(values: list[float], fraction: float) -> float:
-    """The value below which `fraction` of the sorted values lie (nearest rank)."""
+    """The value below which `fraction` of the sorted values lie (nearest rank: the ceil(fraction * n)-th)."""
     ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, int(round(fraction * len(ordered) + 0.5)) - 1))
-    return ordered[index]
+    rank = math.ceil(fraction * len(ordered) - 1e-9)  # 0.07 * 100 is 7.000000000000001 in floating point
+    return ordered[min(len(ordered), max(1, rank)) - 1]
 
 
-def predict_input_count(demo) -> int:
-    """How many inputs the app's /predict event takes (the same script then measures older versions too)."""
-    return next(len(fn.inputs) for fn in demo.fns.values() if fn.api_name == "predict")
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
-def main() -> None:
-    """Serve the app, fire the predictions at once, print the latency distribution."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=30)
-    parser.add_argument("--model", default="msci")
-    parser.add_argument("--local", action="store_true", help="serve as on your own machine (no SPACE_ID)")
-    args = parser.parse_args()
-    if not args.local:
-        os.environ.setdefault("SPACE_ID", "benchmark/czsl-demo")
-        os.environ.pop("HF_TOKEN", None)
-    import torch
-    from gradio_client import Client, handle_file
+def input_kinds(config: dict[str, Any], api_name: str = API_NAME) -> list[str]:
+    """The component types of an event's inputs, from the served page's /config (no import of the app)."""
+    types = {component["id"]: component["type"] for component in config["components"]}
+    for dependency in config["dependencies"]:
+        if dependency.get("api_name") == api_name:
+            return [types[index] for index in dependency["inputs"]]
+    raise RuntimeError(f"the served app has no {api_name!r} event")
 
+
+def request_data(kinds: list[str], photo_path: str, model: str) -> list[Any]:
+    """The predict event's inputs in the page's order: photo, model, checkpoint, states, objects, world, pairs,
+    top-k, bias; any further input starts empty (a State: None), so the app's later inputs need no edit here."""
     from czsl_models.inputs.presets import DEFAULT_OBJECTS, DEFAULT_STATES
-    from czsl_models.ui import create_app, launch_options
     from czsl_models.ui.inputs import WORLD_OPEN
 
-    with tempfile.TemporaryDirectory() as root:
-        os.environ["CZSL_WEIGHTS_DIR"] = str(Path(root) / "weights")
-        os.environ["CZSL_DATA_DIR"] = str(Path(root) / "datasets")
-        demo, _ = create_app("tiny")
-        demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True,
-                    **launch_options())
-        url = demo.local_url
-        photos = sorted((ROOT / "examples").glob("*.jpg"))
-        # The Predict button's inputs; any after the nine the page shows (its remembered answer) start empty.
-        extra = [""] * (predict_input_count(demo) - 9)
-        clients = [Client(url, verbose=False, httpx_kwargs={"timeout": 300}) for _ in range(args.requests)]
+    known = [{"path": photo_path, "meta": FILE_DATA}, model, "", DEFAULT_STATES, DEFAULT_OBJECTS, WORLD_OPEN, "", 5,
+             0.0]
+    if kinds[0] != "image":
+        raise RuntimeError(f"the predict event's first input is a {kinds[0]}, not the photo")
+    extra = [None if kind == "state" else "" for kind in kinds[len(known):]]
+    return known[:len(kinds)] + extra
 
-        def one(index: int) -> float:
-            started = time.perf_counter()
-            clients[index].predict(handle_file(str(photos[index % len(photos)])), args.model, "", DEFAULT_STATES,
-                                   DEFAULT_OBJECTS, WORLD_OPEN, "", 5, 0.0, *extra, api_name="/predict")
-            return time.perf_counter() - started
 
-        one(0)  # warm-up: the first call fills the text-feature cache
-        single = statistics.median(one(0) for _ in range(3))
-        load_before = os.getloadavg()[0]
-        with ThreadPoolExecutor(max_workers=args.requests) as pool:
-            seconds = list(pool.map(one, range(args.requests)))
-        demo.close()
-    print(f"single: {single:.2f} s; {args.requests} concurrent /predict ({args.model}, tiny backbone): p50 {statistics.median(seconds):.2f} s, "
-          f"p95 {percentile(seconds, 0.95):.2f} s ({percentile(seconds, 0.95) / single:.1f}x single), "
-          f"max {max(seconds):.2f} s; "
-          f"load average before {load_before:.2f}, after {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs "
-          f"({torch.backends.cpu.get_cpu_capability()}), {'local' if args.local else 'as a Space'}")
+def start_server(name: str, command: list[str], env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
+    """Start a server process on a free port (put where the command says {port}) and wait until it answers HTTP;
+    returns (process, url)."""
+    import httpx
+
+    port = free_port()
+    command = [part.replace("{port}", str(port)) for part in command]
+    with open(log, "w") as stream:
+        process = subprocess.Popen(command, env=env, cwd=log.parent, stdout=stream, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited while starting:\n{log.read_text()[-3000:]}")
+        try:
+            httpx.get(url, timeout=5)
+            return process, url
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    process.kill()
+    raise RuntimeError(f"{name} did not answer within 300 s")
+
+
+def server_env(scratch: Path, local: bool) -> dict[str, str]:
+    """The environment of a Space-configured server: no token, offline, every folder in the scratch directory."""
+    env = {key: value for key, value in os.environ.items() if key not in ("HF_TOKEN", "SPACE_ID", "SYSTEM")}
+    env.update(HF_HUB_OFFLINE="1", CZSL_DEVICE="cpu", GRADIO_MCP_SERVER="false", GRADIO_ANALYTICS_ENABLED="False",
+               CZSL_WEIGHTS_DIR=str(scratch / "weights"), CZSL_DATA_DIR=str(scratch / "datasets"),
+               CZSL_CACHE_DIR=str(scratch / "features"), GRADIO_TEMP_DIR=str(scratch / "gradio"),
+               HF_HOME=str(scratch / "hf"))
+    if not local:
+        env["SPACE_ID"] = "benchmark/czsl-demo"
+    return env
+
+
+async def upload(client, url: str, photo: Path) -> str:
+    """Upload one photo as the page does; returns the server's path for it."""
+    response = await client.post(f"{url}gradio_api/upload", files={"files": (photo.name, photo.read_bytes())})
+    response.raise_for_status()
+    return response.json()[0]
+
+
+async def call(client, url: str, data: list[Any]) -> list[Any]:
+    """Queue one predict event and read its event stream to the end; returns its outputs."""
+    response = await client.post(f"{url}gradio_api/call/{API_NAME}", json={"data": data})
+    response.raise_for_status()
+    event_id = response.json()["event_id"]
+    event = None
+    async with client.stream("GET", f"{url}gradio_api/call/{API_NAME}/{event_id}") as stream:
+        async for line in stream.aiter_lines():
+            if line.startswith("event:"):
+                event = line[len("event:"):].strip()
+            elif line.startswith("data:") and event in ("complete", "error"):
+                payload = line[len("data:"):].strip()
+                if event == "error":
+                    raise RuntimeError(f"{API_NAME} failed: {payload[:500]}")
+                return json.loads(payload)
+    raise RuntimeError(f"{API_NAME}: the event stream ended without an answer")
+
+
+async def one_request(client, target: Target, photo: Path, model: str) -> float:
+    """Seconds for one visitor's prediction: the upload, the queue, the answer; checks it is an answer."""
+    started = time.perf_counter()
+    path = await upload(client, target.url, photo)
+    outputs = await call(client, target.url, request_data(target.input_kinds, path, model))
+    seconds = time.perf_counter() - started
+    if target.expect not in json.dumps(outputs):
+        raise RuntimeError(f"{target.name} gave no answer: {json.dumps(outputs)[:500]}")
+    return seconds
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far."""
+    import psutil  # installed with accelerate, a dependency
+
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+async def measure(client, target: Target, photos: list[Path], requests: int, model: str) -> dict[str, Any]:
+    """One request alone (median of 3 after a warm-up), then `requests` at once; the figures of one target."""
+    await one_request(client, target, photos[0], model)
+    single = statistics.median([await one_request(client, target, photos[i % len(photos)], model) for i in range(3)])
+    load_before = os.getloadavg()[0]
+    server_cpu, client_cpu = cpu_seconds(target.process.pid), time.process_time()
+    seconds = await asyncio.gather(*(one_request(client, target, photos[i % len(photos)], model)
+                                     for i in range(requests)))
+    server_cpu = cpu_seconds(target.process.pid) - server_cpu
+    client_cpu = time.process_time() - client_cpu
+    p95 = percentile(seconds, 0.95)
+    return {"target": target.name, "requests": requests, "single": round(single, 3),
+            "p50": round(statistics.median(seconds), 3), "p95": round(p95, 3), "max": round(max(seconds), 3),
+            "p95_over_single": round(p95 / single, 1), "server_cpu_per_request": round(server_cpu / requests, 4),
+            # the server's CPU for all of them spread over every core: no queue finishes the last one sooner
+            "cpu_bound": round(server_cpu / (os.cpu_count() or 1), 3),
+            "client_cpu_per_request": round(client_cpu / requests, 4), "load_before": round(load_before, 2),
+            "load_after": round(os.getloadavg()[0], 2)}
+
+
+async def run_rounds(targets: list[Target], photos: list[Path], args: argparse.Namespace,
+                     machine: dict[str, Any]) -> list[dict[str, Any]]:
+    """Alternate the targets for every round, so both see the same load; print and return every row."""
+    import httpx
+
+    rows = []
+    limits = httpx.Limits(max_connections=2 * args.requests + 10, max_keepalive_connections=2 * args.requests + 10)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+        for round_index in range(args.rounds):
+            for target in targets:
+                row = {"round": round_index + 1, **await measure(client, target, photos, args.requests, args.model),
+                       **machine}
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+    return rows
+
+
+def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per round: app p95 / floor p95 (what the app adds over Gradio) and app p95 / app single."""
+    by_round: dict[int, dict[str, dict[str, Any]]] = {}
+    for row in rows:
+        by_round.setdefault(row["round"], {})[row["target"]] = row
+    rounds = [by_round[index] for index in sorted(by_round)]
+    return {"app_p95_over_floor_p95": [round(r["app"]["p95"] / r["floor"]["p95"], 1) for r in rounds],
+            "app_p95_over_app_single": [r["app"]["p95_over_single"] for r in rounds],
+            "floor_p95_over_floor_single": [r["floor"]["p95_over_single"] for r in rounds]}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Serve the app and the floor, measure both alternately, print the rows and the summary."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=30, help="concurrent predictions (default 30)")
+    parser.add_argument("--rounds", type=int, default=2, help="floor, app alternations (default 2)")
+    parser.add_argument("--model", default="msci")
+    parser.add_argument("--local", action="store_true", help="serve as on your own machine (no SPACE_ID)")
+    args = parser.parse_args(argv)
+    import httpx
+    import torch
+
+    from czsl_models.ui.blocks import predict_concurrency
+
+    photos = sorted((ROOT / "examples").glob("*.jpg"))
+    concurrency = predict_concurrency()
+    machine = {"model": args.model, "backbone": "tiny", "as": "local" if args.local else "space",
+               "concurrency_limit": concurrency, "cpus": os.cpu_count(),
+               "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    processes: list[subprocess.Popen] = []
+    with tempfile.TemporaryDirectory(prefix="czsl-concurrent-") as scratch_name:
+        scratch = Path(scratch_name)
+        env = server_env(scratch, args.local)
+        try:
+            app_command = [sys.executable, str(ROOT / "app.py"), "--backbone", "tiny", "--host", "127.0.0.1",
+                           "--port", "{port}"]
+            app, app_url = start_server("the app", app_command, env, scratch / "app.log")
+            processes.append(app)
+            kinds = input_kinds(httpx.get(f"{app_url}config", timeout=30).json())
+            floor_command = [sys.executable, "-c", FLOOR_SERVER, "{port}", str(concurrency), ",".join(kinds)]
+            floor, floor_url = start_server("the floor", floor_command, env, scratch / "floor.log")
+            processes.append(floor)
+            targets = [Target("floor", floor, floor_url, FLOOR_MARK, kinds),
+                       Target("app", app, app_url, APP_ANSWER, kinds)]
+            rows = asyncio.run(run_rounds(targets, photos, args, machine))
+        finally:
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+    result = summary(rows)
+    print(json.dumps(result), flush=True)
+    return result
 
 
 if __name__ == "__main__":

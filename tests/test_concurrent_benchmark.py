@@ -1,0 +1,93 @@
+"""benchmarks/concurrent_predictions.py: its light client speaks Gradio's HTTP API and refuses anything that is not
+an answer (a failing app cannot look fast), its inputs follow the served page's config, and the whole benchmark
+runs against the app and Gradio's floor in their own processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import concurrent_predictions as bench  # noqa: E402
+
+
+def test_percentile_is_the_nearest_rank():
+    values = [float(v) for v in range(1, 31)]  # 1..30 seconds
+    assert bench.percentile(values, 0.95) == 29.0  # rank ceil(0.95 * 30) = 29
+    assert bench.percentile(values, 0.5) == 15.0
+    assert bench.percentile([float(v) for v in range(1, 21)], 0.95) == 19.0
+    assert bench.percentile([3.0, 1.0, 2.0], 1.0) == 3.0 and bench.percentile([4.0], 0.95) == 4.0
+
+
+def test_inputs_follow_the_served_config_and_later_inputs_start_empty():
+    config = {"components": [{"id": 1, "type": "image"}, {"id": 2, "type": "dropdown"}, {"id": 3, "type": "state"},
+                             {"id": 4, "type": "textbox"}],
+              "dependencies": [{"api_name": "other", "inputs": [2]},
+                               {"api_name": "predict", "inputs": [1, 2, 2, 4, 4, 2, 4, 2, 2, 3, 4]}]}
+    kinds = bench.input_kinds(config)
+    assert kinds == ["image", "dropdown", "dropdown", "textbox", "textbox", "dropdown", "textbox", "dropdown",
+                     "dropdown", "state", "textbox"]
+    data = bench.request_data(kinds, "/uploaded/photo.jpg", "msci")
+    assert len(data) == len(kinds) and data[0] == {"path": "/uploaded/photo.jpg", "meta": {"_type": "gradio.FileData"}}
+    assert data[1] == "msci" and data[7:9] == [5, 0.0] and data[9:] == [None, ""]
+    with pytest.raises(RuntimeError, match="no 'predict' event"):
+        bench.input_kinds({"components": [], "dependencies": []})
+
+
+def fake_gradio(outputs: list, event: str = "complete") -> httpx.MockTransport:
+    """Gradio's upload / call / event-stream routes, answering every predict with `outputs`."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path.endswith("/gradio_api/upload"):
+            return httpx.Response(200, json=["/tmp/gradio/photo.jpg"])
+        if path.endswith("/gradio_api/call/predict"):
+            assert json.loads(request.content)["data"][0]["path"] == "/tmp/gradio/photo.jpg"
+            return httpx.Response(200, json={"event_id": "e1"})
+        assert path.endswith("/gradio_api/call/predict/e1")
+        stream = f"event: heartbeat\ndata: null\n\nevent: {event}\ndata: {json.dumps(outputs)}\n\n"
+        return httpx.Response(200, text=stream, headers={"content-type": "text/event-stream"})
+
+    return httpx.MockTransport(handle)
+
+
+def ask(transport: httpx.MockTransport) -> float:
+    target = bench.Target("app", None, "http://server/", bench.APP_ANSWER, ["image"] + ["textbox"] * 8 + ["state"])
+
+    async def go() -> float:
+        async with httpx.AsyncClient(transport=transport) as client:
+            return await bench.one_request(client, target, ROOT / "examples" / sorted(
+                p.name for p in (ROOT / "examples").glob("*.jpg"))[0], "msci")
+
+    return asyncio.run(go())
+
+
+def test_only_an_answer_counts():
+    answer = ['<div class="czsl-answer"><p class="czsl-headline">Best guess: ...</p></div>', None]
+    assert ask(fake_gradio(answer)) >= 0
+    with pytest.raises(RuntimeError, match="gave no answer"):  # the app's own error message, shown in the page
+        ask(fake_gradio(['<div class="czsl-message">Could not read the photo.</div>']))
+    with pytest.raises(RuntimeError, match="predict failed"):  # an exception in the event
+        ask(fake_gradio(None, event="error"))
+
+
+@pytest.mark.slow
+def test_the_benchmark_measures_the_app_beside_gradios_floor():
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "concurrent_predictions.py"), "--requests", "3",
+                           "--rounds", "1"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [json.loads(line) for line in done.stdout.strip().splitlines()]
+    rows, summary = lines[:-1], lines[-1]
+    assert [row["target"] for row in rows] == ["floor", "app"]
+    for row in rows:
+        assert 0 < row["single"] and 0 < row["p50"] <= row["p95"] <= row["max"] and row["server_cpu_per_request"] > 0
+        assert row["as"] == "space" and row["cpu_capability"]
+    assert summary["app_p95_over_floor_p95"] == [round(rows[1]["p95"] / rows[0]["p95"], 1)]
