@@ -8,15 +8,16 @@ returns a constant. What the app takes above the floor is the app's; the floor i
 streaming cost on this machine.
 
 The clients are one asyncio event loop speaking Gradio's HTTP API (upload the photo, POST gradio_api/call/predict,
-read the event stream), light enough that they do not compete with the servers for the cores (gradio_client
-threads in the measuring process used several times the servers' CPU). Each request uploads its own example photo
+read the event stream): light, about a tenth of the app's CPU per request here, where gradio_client threads in
+the measuring process used several times the server's. Each request uploads its own example photo
 and must get an answer (the app's headline, the floor's constant): a failing server cannot look fast.
 
 Per round, floor then app: one request alone ("single", the median of 3 after a warm-up), then N at once.
-Prints one JSON object per target and round: single, p50, p95, max seconds, p95 / single, the server's and the
-clients' CPU seconds per request, cpu_bound (the server's CPU seconds for the N spread over every core: the
-soonest the last of them could finish), the load average before and after, the CPU; then one summary line with
-app p95 / floor p95 and app p95 / app single per round.
+Prints one JSON object per target and round: single, p50, p95, max seconds, p95 / single, the server's CPU
+seconds per request alone (server_cpu_single) and among the N (server_cpu_per_request), cpu_bound (the server's
+CPU seconds for the N spread over every core: the soonest the last of them could finish), the clients' CPU
+seconds per request, the load average before and after, the CPU; then one summary line with app p95 / floor p95
+and app p95 / app single per round.
 
     python benchmarks/concurrent_predictions.py [--requests 30] [--rounds 2] [--model msci] [--local]
 """
@@ -202,7 +203,9 @@ def cpu_seconds(pid: int) -> float:
 async def measure(client, target: Target, photos: list[Path], requests: int, model: str) -> dict[str, Any]:
     """One request alone (median of 3 after a warm-up), then `requests` at once; the figures of one target."""
     await one_request(client, target, photos[0], model)
+    server_cpu = cpu_seconds(target.process.pid)
     single = statistics.median([await one_request(client, target, photos[i % len(photos)], model) for i in range(3)])
+    single_cpu = (cpu_seconds(target.process.pid) - server_cpu) / 3
     load_before = os.getloadavg()[0]
     server_cpu, client_cpu = cpu_seconds(target.process.pid), time.process_time()
     seconds = await asyncio.gather(*(one_request(client, target, photos[i % len(photos)], model)
@@ -212,7 +215,8 @@ async def measure(client, target: Target, photos: list[Path], requests: int, mod
     p95 = percentile(seconds, 0.95)
     return {"target": target.name, "requests": requests, "single": round(single, 3),
             "p50": round(statistics.median(seconds), 3), "p95": round(p95, 3), "max": round(max(seconds), 3),
-            "p95_over_single": round(p95 / single, 1), "server_cpu_per_request": round(server_cpu / requests, 4),
+            "p95_over_single": round(p95 / single, 1), "server_cpu_single": round(single_cpu, 4),
+            "server_cpu_per_request": round(server_cpu / requests, 4),
             # the server's CPU for all of them spread over every core: no queue finishes the last one sooner
             "cpu_bound": round(server_cpu / (os.cpu_count() or 1), 3),
             "client_cpu_per_request": round(client_cpu / requests, 4), "load_before": round(load_before, 2),
