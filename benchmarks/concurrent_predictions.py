@@ -4,20 +4,24 @@ The app runs in its own process as a Space runs it (`app.py --backbone tiny`, SP
 visitor is kept apart). Beside it, in another process, runs the floor: a minimal Gradio app whose `predict` event
 has the same inputs (the photo as gr.Image(type="filepath"), a State where the app has one, a Textbox for every
 other field), one HTML output, preprocess=False, the same concurrency limit and queue size, and a function that
-returns a constant. What the app takes above the floor is the app's; the floor is what Gradio's queue, upload and
-streaming cost on this machine.
+returns a constant; when the app has a chained `predict_pictures` event, so has the floor, returning a constant
+too. What the app takes above the floor is the app's; the floor is what Gradio's queue, upload and streaming cost
+on this machine.
 
-The clients are one asyncio event loop speaking Gradio's HTTP API (upload the photo, POST gradio_api/call/predict,
-read the event stream): light, about a tenth of the app's CPU per request here, where gradio_client threads in
-the measuring process used several times the server's. Each request uploads its own example photo
-and must get an answer (the app's headline, the floor's constant): a failing server cannot look fast.
+The clients are one asyncio event loop speaking Gradio's HTTP API as the page does, each visitor in its own
+session: upload the photo, trigger the predict event (queue/join), read the session's event stream, then, when the
+app draws its pictures in a chained `predict_pictures` event, trigger that in the same session as the page does.
+They are light: about a tenth of the app's CPU per request here, where gradio_client threads in the measuring
+process used several times the server's. Every answer must be an answer (the app's headline, the floor's constant)
+and every pictures event must return a picture: a failing server cannot look fast.
 
 Per round, floor then app: one request alone ("single", the median of 3 after a warm-up), then N at once.
-Prints one JSON object per target and round: single, p50, p95, max seconds, p95 / single, the server's CPU
-seconds per request alone (server_cpu_single) and among the N (server_cpu_per_request), cpu_bound (the server's
-CPU seconds for the N spread over every core: the soonest the last of them could finish), the clients' CPU
-seconds per request, the load average before and after, the CPU; then one summary line with app p95 / floor p95
-and app p95 / app single per round.
+Prints one JSON object per target and round: single, p50, p95, max seconds to the answer and p95 / single (with
+the pictures event, the same to the pictures, prefixed pictures_), the server's CPU seconds per request alone
+(server_cpu_single) and among the N (server_cpu_per_request), cpu_bound (the server's CPU seconds for the N spread
+over every core: the soonest the last of them could finish), the clients' CPU seconds per request, the load
+average before and after, the CPU; then one summary line with app p95 / floor p95 and app p95 / app single per
+round (and app / floor for the pictures).
 
     python benchmarks/concurrent_predictions.py [--requests 30] [--rounds 2] [--model msci] [--local]
 """
@@ -35,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,15 +50,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 API_NAME = "predict"
+PICTURES_API_NAME = "predict_pictures"  # the page fires it after the answer, when the app has it
 FLOOR_ANSWER = '<p class="floor-answer">constant</p>'
 FLOOR_MARK = "floor-answer"
 APP_ANSWER = "czsl-headline"  # in the app's answer HTML; its error messages lack it
+APP_PICTURE = "gradio.FileData"  # a picture file in the pictures event's outputs; "nothing to draw" has none
 FILE_DATA = {"_type": "gradio.FileData"}
 FLOOR_SERVER = """
 import sys
 import gradio as gr
 
-port, concurrency, kinds = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3].split(",")
+port, concurrency, kinds, pictures = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3].split(","), sys.argv[4]
 
 
 def component(kind):
@@ -68,20 +75,36 @@ def answer(*values):
 
 with gr.Blocks() as demo:
     inputs = [component(kind) for kind in kinds]
-    gr.Button().click(answer, inputs, gr.HTML(), api_name={api!r}, preprocess=False, concurrency_limit=concurrency)
+    event = gr.Button().click(answer, inputs, gr.HTML(), api_name={api!r}, preprocess=False,
+                              concurrency_limit=concurrency)
+    if pictures == "pictures":
+        event.then(answer, gr.State(), gr.HTML(), api_name={pictures_api!r}, concurrency_limit=concurrency)
 demo.queue(max_size=256).launch(server_name="127.0.0.1", server_port=port, quiet=True, max_file_size="200mb")
-""".format(answer=FLOOR_ANSWER, api=API_NAME)
+""".format(answer=FLOOR_ANSWER, api=API_NAME, pictures_api=PICTURES_API_NAME)
+
+
+@dataclass
+class Events:
+    """What the page triggers for one prediction: the answer event (its index and input types), then the pictures
+    event when there is one (its index and how many inputs, all of them session state)."""
+
+    answer: int
+    input_kinds: list[str]
+    pictures: int | None = None
+    pictures_inputs: int = 0
 
 
 @dataclass
 class Target:
-    """A served app under test: its process, URL, the answer it must give and the request payload's template."""
+    """A served app under test: its process, URL, the events a prediction fires and what their outputs must
+    contain (a mark of an answer, of a picture)."""
 
     name: str
     process: subprocess.Popen
     url: str
-    expect: str
-    input_kinds: list[str]
+    events: Events
+    answer_mark: str
+    picture_mark: str
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -98,13 +121,21 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def input_kinds(config: dict[str, Any], api_name: str = API_NAME) -> list[str]:
-    """The component types of an event's inputs, from the served page's /config (no import of the app)."""
+def served_events(config: dict[str, Any]) -> Events:
+    """The predict event (and its pictures event, if any) from the served page's /config (no import of the app)."""
     types = {component["id"]: component["type"] for component in config["components"]}
-    for dependency in config["dependencies"]:
-        if dependency.get("api_name") == api_name:
-            return [types[index] for index in dependency["inputs"]]
-    raise RuntimeError(f"the served app has no {api_name!r} event")
+    found = {dependency.get("api_name"): (dependency.get("id", index), dependency["inputs"])
+             for index, dependency in enumerate(config["dependencies"])}
+    if API_NAME not in found:
+        raise RuntimeError(f"the served app has no {API_NAME!r} event")
+    answer, inputs = found[API_NAME]
+    events = Events(answer, [types[component] for component in inputs])
+    if PICTURES_API_NAME in found:
+        events.pictures, picture_inputs = found[PICTURES_API_NAME]
+        if any(types[component] != "state" for component in picture_inputs):
+            raise RuntimeError(f"{PICTURES_API_NAME} takes more than the session's state")
+        events.pictures_inputs = len(picture_inputs)
+    return events
 
 
 def request_data(kinds: list[str], photo_path: str, model: str) -> list[Any]:
@@ -163,33 +194,45 @@ async def upload(client, url: str, photo: Path) -> str:
     return response.json()[0]
 
 
-async def call(client, url: str, data: list[Any]) -> list[Any]:
-    """Queue one predict event and read its event stream to the end; returns its outputs."""
-    response = await client.post(f"{url}gradio_api/call/{API_NAME}", json={"data": data})
+async def page_event(client, url: str, session: str, fn_index: int, data: list[Any]) -> list[Any]:
+    """Trigger one event in a visitor's session as the page does (queue/join, then the session's event stream) and
+    read until it completes; returns its outputs, raises if it failed."""
+    response = await client.post(f"{url}gradio_api/queue/join",
+                                 json={"data": data, "fn_index": fn_index, "session_hash": session, "event_data": None})
     response.raise_for_status()
     event_id = response.json()["event_id"]
-    event = None
-    async with client.stream("GET", f"{url}gradio_api/call/{API_NAME}/{event_id}") as stream:
+    async with client.stream("GET", f"{url}gradio_api/queue/data", params={"session_hash": session}) as stream:
         async for line in stream.aiter_lines():
-            if line.startswith("event:"):
-                event = line[len("event:"):].strip()
-            elif line.startswith("data:") and event in ("complete", "error"):
-                payload = line[len("data:"):].strip()
-                if event == "error":
-                    raise RuntimeError(f"{API_NAME} failed: {payload[:500]}")
-                return json.loads(payload)
-    raise RuntimeError(f"{API_NAME}: the event stream ended without an answer")
+            if not line.startswith("data:"):
+                continue
+            message = json.loads(line[len("data:"):])
+            if message.get("msg") == "process_completed" and message.get("event_id") == event_id:
+                if not message.get("success"):
+                    raise RuntimeError(f"event {fn_index} failed: {json.dumps(message)[:500]}")
+                return message["output"]["data"]
+            if message.get("msg") == "unexpected_error":
+                raise RuntimeError(f"event {fn_index} failed: {json.dumps(message)[:500]}")
+    raise RuntimeError(f"event {fn_index}: the event stream ended without an answer")
 
 
-async def one_request(client, target: Target, photo: Path, model: str) -> float:
-    """Seconds for one visitor's prediction: the upload, the queue, the answer; checks it is an answer."""
+async def one_request(client, target: Target, photo: Path, model: str) -> tuple[float, float | None]:
+    """One visitor's prediction in its own session: seconds to the answer (upload, queue, answer, checked to be an
+    answer) and to its pictures (None when the app draws them in the answer event)."""
+    session = uuid.uuid4().hex
     started = time.perf_counter()
     path = await upload(client, target.url, photo)
-    outputs = await call(client, target.url, request_data(target.input_kinds, path, model))
-    seconds = time.perf_counter() - started
-    if target.expect not in json.dumps(outputs):
+    events = target.events
+    outputs = await page_event(client, target.url, session, events.answer,
+                               request_data(events.input_kinds, path, model))
+    answered = time.perf_counter() - started
+    if target.answer_mark not in json.dumps(outputs):
         raise RuntimeError(f"{target.name} gave no answer: {json.dumps(outputs)[:500]}")
-    return seconds
+    if events.pictures is None:
+        return answered, None
+    outputs = await page_event(client, target.url, session, events.pictures, [None] * events.pictures_inputs)
+    if target.picture_mark not in json.dumps(outputs):
+        raise RuntimeError(f"{target.name} drew no picture: {json.dumps(outputs)[:500]}")
+    return answered, time.perf_counter() - started
 
 
 def cpu_seconds(pid: int) -> float:
@@ -200,27 +243,36 @@ def cpu_seconds(pid: int) -> float:
     return times.user + times.system
 
 
+def distribution(prefix: str, single: float, seconds: list[float]) -> dict[str, float]:
+    """single, p50, p95, max and p95 / single, their names prefixed (the answer's bare, the pictures' "pictures_")."""
+    p95 = percentile(seconds, 0.95)
+    return {f"{prefix}single": round(single, 3), f"{prefix}p50": round(statistics.median(seconds), 3),
+            f"{prefix}p95": round(p95, 3), f"{prefix}max": round(max(seconds), 3),
+            f"{prefix}p95_over_single": round(p95 / single, 1)}
+
+
 async def measure(client, target: Target, photos: list[Path], requests: int, model: str) -> dict[str, Any]:
     """One request alone (median of 3 after a warm-up), then `requests` at once; the figures of one target."""
     await one_request(client, target, photos[0], model)
     server_cpu = cpu_seconds(target.process.pid)
-    single = statistics.median([await one_request(client, target, photos[i % len(photos)], model) for i in range(3)])
+    alone = [await one_request(client, target, photos[i % len(photos)], model) for i in range(3)]
     single_cpu = (cpu_seconds(target.process.pid) - server_cpu) / 3
     load_before = os.getloadavg()[0]
     server_cpu, client_cpu = cpu_seconds(target.process.pid), time.process_time()
-    seconds = await asyncio.gather(*(one_request(client, target, photos[i % len(photos)], model)
-                                     for i in range(requests)))
+    together = await asyncio.gather(*(one_request(client, target, photos[i % len(photos)], model)
+                                      for i in range(requests)))
     server_cpu = cpu_seconds(target.process.pid) - server_cpu
     client_cpu = time.process_time() - client_cpu
-    p95 = percentile(seconds, 0.95)
-    return {"target": target.name, "requests": requests, "single": round(single, 3),
-            "p50": round(statistics.median(seconds), 3), "p95": round(p95, 3), "max": round(max(seconds), 3),
-            "p95_over_single": round(p95 / single, 1), "server_cpu_single": round(single_cpu, 4),
-            "server_cpu_per_request": round(server_cpu / requests, 4),
-            # the server's CPU for all of them spread over every core: no queue finishes the last one sooner
-            "cpu_bound": round(server_cpu / (os.cpu_count() or 1), 3),
-            "client_cpu_per_request": round(client_cpu / requests, 4), "load_before": round(load_before, 2),
-            "load_after": round(os.getloadavg()[0], 2)}
+    row = {"target": target.name, "requests": requests,
+           **distribution("", statistics.median(a for a, _ in alone), [a for a, _ in together])}
+    if target.events.pictures is not None:
+        row.update(distribution("pictures_", statistics.median(p for _, p in alone), [p for _, p in together]))
+    row.update({"server_cpu_single": round(single_cpu, 4), "server_cpu_per_request": round(server_cpu / requests, 4),
+                # the server's CPU for all of them spread over every core: no queue finishes the last one sooner
+                "cpu_bound": round(server_cpu / (os.cpu_count() or 1), 3),
+                "client_cpu_per_request": round(client_cpu / requests, 4), "load_before": round(load_before, 2),
+                "load_after": round(os.getloadavg()[0], 2)})
+    return row
 
 
 async def run_rounds(targets: list[Target], photos: list[Path], args: argparse.Namespace,
@@ -241,14 +293,19 @@ async def run_rounds(targets: list[Target], photos: list[Path], args: argparse.N
 
 
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per round: app p95 / floor p95 (what the app adds over Gradio) and app p95 / app single."""
+    """Per round: app p95 / floor p95 (what the app adds over Gradio), app p95 / app single, and the same for
+    the pictures when the app draws them in their own event."""
     by_round: dict[int, dict[str, dict[str, Any]]] = {}
     for row in rows:
         by_round.setdefault(row["round"], {})[row["target"]] = row
     rounds = [by_round[index] for index in sorted(by_round)]
-    return {"app_p95_over_floor_p95": [round(r["app"]["p95"] / r["floor"]["p95"], 1) for r in rounds],
-            "app_p95_over_app_single": [r["app"]["p95_over_single"] for r in rounds],
-            "floor_p95_over_floor_single": [r["floor"]["p95_over_single"] for r in rounds]}
+    result = {"app_p95_over_floor_p95": [round(r["app"]["p95"] / r["floor"]["p95"], 1) for r in rounds],
+              "app_p95_over_app_single": [r["app"]["p95_over_single"] for r in rounds],
+              "floor_p95_over_floor_single": [r["floor"]["p95_over_single"] for r in rounds]}
+    if all("pictures_p95" in r["app"] for r in rounds):
+        result["app_pictures_p95_over_floor_pictures_p95"] = [
+            round(r["app"]["pictures_p95"] / r["floor"]["pictures_p95"], 1) for r in rounds]
+    return result
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -278,12 +335,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                            "--port", "{port}"]
             app, app_url = start_server("the app", app_command, env, scratch / "app.log")
             processes.append(app)
-            kinds = input_kinds(httpx.get(f"{app_url}config", timeout=30).json())
-            floor_command = [sys.executable, "-c", FLOOR_SERVER, "{port}", str(concurrency), ",".join(kinds)]
+            events = served_events(httpx.get(f"{app_url}config", timeout=30).json())
+            floor_command = [sys.executable, "-c", FLOOR_SERVER, "{port}", str(concurrency),
+                             ",".join(events.input_kinds), "pictures" if events.pictures is not None else "-"]
             floor, floor_url = start_server("the floor", floor_command, env, scratch / "floor.log")
             processes.append(floor)
-            targets = [Target("floor", floor, floor_url, FLOOR_MARK, kinds),
-                       Target("app", app, app_url, APP_ANSWER, kinds)]
+            floor_events = served_events(httpx.get(f"{floor_url}config", timeout=30).json())
+            targets = [Target("floor", floor, floor_url, floor_events, FLOOR_MARK, FLOOR_MARK),
+                       Target("app", app, app_url, events, APP_ANSWER, APP_PICTURE)]
             rows = asyncio.run(run_rounds(targets, photos, args, machine))
         finally:
             for process in processes:
