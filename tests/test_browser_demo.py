@@ -1,8 +1,9 @@
 """What a presenter shows a room, in headless Chromium: every visitor gets the whole first answer; the words
 searched for are on screen and follow a visible rule; out-of-date results are marked in every tab; the page
 opens on what is meaningful (the CLIP baseline, or the best benchmark-trained weights, named with what they
-were trained on), and Compare uses Predict's weights; a 390 px phone shows the answer and a readable picture
-on its first screen; numbers say what they are; visitors never read environment variables."""
+were trained on), and Compare uses Predict's weights; the first screen of a 390 px phone and of a laptop shows
+the photo, the words, the answer and the whole picture of why, readable; the picture follows its answer;
+numbers say what they are; visitors never read environment variables."""
 
 from __future__ import annotations
 
