@@ -1,6 +1,7 @@
 """The app in headless Chromium: it opens on an answered example, honest about random and untrained
 output; changing the model re-runs, editing the words marks the answer out of date, examples bring
-their words and Compare shares them; on a phone nothing overflows and the answer scrolls into view.
+their words and Compare shares them; on a phone nothing overflows, and an example clicked far below
+brings the photo, its answer and its picture into view.
 The README's screenshots are made by docs/make_screenshots.py."""
 
 from __future__ import annotations
@@ -132,12 +133,21 @@ def test_on_a_phone_nothing_overflows_and_the_answer_comes_into_view(app_url, br
         page.wait_for_timeout(300)
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, f"the {tab} tab is {overflow} px wider than the phone"
+    # Recognise with the answer on screen: the page stays where it is.
     page.locator("#predict-button").click()
     page.wait_for_timeout(500)
     page.wait_for_function("() => !document.querySelector('.pending')", timeout=60_000)
-    page.wait_for_timeout(1200)  # the smooth scroll
-    top = page.evaluate("document.querySelector('#predict-answer').getBoundingClientRect().top")
-    assert -2 <= top < 844, f"the answer is {top} px from the top of the screen"
+    page.wait_for_timeout(1200)  # a smooth scroll, were there one
+    assert page.evaluate("window.scrollY") == 0
+    # An example clicked far below: the photo, the answer and the whole picture come into view together.
+    page.locator("#predict-examples").locator("tbody tr").nth(2).click()
+    page.wait_for_timeout(500)
+    page.wait_for_function("() => !document.querySelector('.pending')", timeout=60_000)
+    page.wait_for_timeout(1500)
+    for selector in ("#predict-image", "#predict-answer .czsl-answer", "#predict-visual-0 img"):
+        box = page.evaluate(f"(() => {{ const r = document.querySelector({selector!r}).getBoundingClientRect();"
+                            " return [r.top, r.bottom]; })()")
+        assert -2 <= box[0] and box[1] <= 846, f"{selector} is at {box} on an 844 px screen"
     page.close()
 
 

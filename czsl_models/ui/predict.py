@@ -153,12 +153,15 @@ MARK_STALE_JS = """() => {
     answer.prepend(note);
   }
 }"""
-# On a phone the answer sits below the inputs: bring it into view once it is there.
+# On a phone an example is clicked far below the answer: bring the photo, the answer and its picture (which fit
+# one screen from the photo down) into view; a page whose answer is already on screen stays where it is.
 SCROLL_TO_ANSWER_JS = """() => {
-  if (window.innerWidth < 768) {
-    const shown = [...document.querySelectorAll('#predict-message, #predict-answer')].find(e => e.offsetParent);
-    shown?.scrollIntoView({behavior: 'smooth', block: 'start'});
-  }
+  if (window.innerWidth >= 768) return;
+  const shown = [...document.querySelectorAll('#predict-message, #predict-answer')].find(e => e.offsetParent);
+  if (!shown) return;
+  const box = shown.getBoundingClientRect();
+  if (box.top >= 0 && box.bottom <= window.innerHeight) return;
+  (document.querySelector('#predict-image') || shown).scrollIntoView({behavior: 'smooth', block: 'start'});
 }"""
 
 
