@@ -307,8 +307,9 @@ def test_an_evaluation_is_marked_out_of_date_when_its_inputs_change(demo_url, br
 
 def test_the_answer_comes_first_and_its_picture_follows_it(demo_url, browser):  # noqa: F811
     """Answer first, picture after: a new answer's picture replaces the old one (it shows the new answer's
-    words), and until it arrives the old picture is faded under a 'Drawing' title rather than shown as if it
-    belonged to the new answer."""
+    words), and until it arrives the old picture is marked as being redrawn (faded, 'Drawing the picture…'
+    after the title, once a quarter of a second has passed) rather than shown as if it belonged to the new
+    answer."""
     page = browser.new_page(viewport=LAPTOP)
     page.goto(demo_url)
     wait_for_answer(page)
@@ -316,8 +317,7 @@ def test_the_answer_comes_first_and_its_picture_follows_it(demo_url, browser):  
     old_alt = page.locator("#predict-visual-0 img").get_attribute("alt")
     # Watch the explanation from the moment of the click: record whether it was ever marked as being redrawn.
     page.evaluate("""() => { window.czslDrawing = false; const box = document.querySelector('#predict-explain');
-      new MutationObserver(() => { if (box.classList.contains('czsl-drawing')
-          && box.innerText.includes('Drawing')) window.czslDrawing = true; })
+      new MutationObserver(() => { if (box.classList.contains('czsl-drawing')) window.czslDrawing = true; })
         .observe(box, {attributes: true, subtree: true, childList: true, characterData: true}); }""")
     page.locator("#predict-states textarea").fill("wet, dry")
     page.locator("#predict-objects textarea").fill("kettle, lamp")
@@ -329,6 +329,13 @@ def test_the_answer_comes_first_and_its_picture_follows_it(demo_url, browser):  
     top = page.locator("#predict-answer .czsl-headline strong").inner_text()
     alt = page.locator("#predict-visual-0 img").get_attribute("alt")
     assert top in alt and alt != old_alt, (top, alt)
-    assert "Drawing" not in page.locator("#predict-explain").inner_text()
     assert page.evaluate("window.czslDrawing"), "the old picture was marked while the new one was drawn"
+    # What the mark looks like when the drawing is slow: held in the drawing state, the old picture fades and
+    # the title says so.
+    page.evaluate("document.querySelector('#predict-explain').classList.add('czsl-drawing')")
+    page.wait_for_timeout(700)
+    said = page.evaluate("""() => getComputedStyle(document.querySelector(
+      '#predict-explain .label-wrap > span'), '::after').content""")
+    assert "Drawing the picture" in said, said
+    assert float(page.evaluate("getComputedStyle(document.querySelector('#predict-visual-0 img')).opacity")) < 0.5
     page.close()

@@ -71,12 +71,11 @@ def visual_updates(visuals: list[Visual]) -> list[Any]:
 def explain_box_update(honesty: Honesty, drawing: bool = False) -> Any:
     """Always open (a presenter explains the picture either way); the title says when it means nothing, and the
     pictures carry the same mark around them. While drawing, the pictures on screen are the previous answer's:
-    the title says so and they are faded."""
+    they are marked (faded, "Drawing the picture…" after the title; CSS shows both only when the drawing takes
+    long enough to see, so a quick one does not flicker)."""
     # Short enough for one line on a phone: the mark on the picture and its caption say why.
     title = f"{EXPLAIN_TITLE} (not meaningful)" if not honesty.explanation_meaningful else EXPLAIN_TITLE
-    if drawing:
-        return gr.update(label=f"{EXPLAIN_TITLE} Drawing the picture…", open=True, elem_classes=[DRAWING_CLASS])
-    return gr.update(label=title, open=True, elem_classes=[])
+    return gr.update(label=title, open=True, elem_classes=[DRAWING_CLASS] if drawing else [])
 
 
 def picture_outputs(pending: PicturesToDraw | None) -> list[Any]:

@@ -59,8 +59,12 @@ APP_CSS = """
 .czsl-message.czsl-info { border-left-color: #3730a3; background: #eef2ff; color: #1e1b4b; }
 #predict-explain .icon-button-wrapper { position: static; justify-content: flex-end; }
 #predict-explain img { height: auto !important; max-height: none !important; }
-/* The previous answer's pictures while the new ones are drawn (the title says so too). */
-#predict-explain.czsl-drawing img { opacity: 0.3; }
+/* The previous answer's pictures while the new ones are drawn: faded, and said so after the title; both only
+   after a quarter of a second, so that a quick drawing does not make the page flicker. */
+#predict-explain.czsl-drawing img { opacity: 0.3; transition: opacity 0.15s 0.25s; }
+#predict-explain.czsl-drawing .label-wrap > span:first-child::after { content: " Drawing the picture…";
+  animation: czsl-appear 0s 0.25s both; }
+@keyframes czsl-appear { from { visibility: hidden; } to { visibility: visible; } }
 .czsl-details ol { margin: 0 0 8px 0; padding-left: 1.6em; }
 .czsl-parts p { font-weight: 600; margin: 6px 0 2px 0; }
 .czsl-compare-wrap { overflow-x: auto; max-width: 100%; }
