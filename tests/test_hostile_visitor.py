@@ -22,6 +22,7 @@ def test_a_hostile_visitor_cannot_crash_exhaust_or_borrow_the_host_token():
     assert result["end_rss"] <= 1.5 * result["start_rss"], result
     assert abs(result["disk_delta"]) <= 50e6, result
     assert "number 1 in the queue" in rows and "at most 1,000 MB" in rows and "not a .npy array" in rows
+    assert "the page's Recognise with the RGBA bomb: refused on the page" in rows, rows
     # On a Space, Gradio names each MCP tool after the Space (owner/czsl-demo: czsl_demo_...), as the README says.
     assert result["mcp_tools"] == ["czsl_demo_compare_models", "czsl_demo_list_checkpoints", "czsl_demo_list_models",
                                    "czsl_demo_recognise_compositions"]
