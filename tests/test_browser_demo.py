@@ -242,6 +242,23 @@ def test_the_first_screen_shows_photo_words_answer_and_a_whole_readable_picture(
     page.close()
 
 
+def test_a_tablet_shows_the_picture_under_the_answer_not_after_the_settings(demo_url, browser):  # noqa: F811
+    """Between phone and laptop (768 px) the photo sits beside the answer and the picture of why right under
+    them, on the first screen; three columns would have wrapped it below the whole settings column."""
+    page = browser.new_page(viewport={"width": 768, "height": 1024}, device_scale_factor=1)
+    page.goto(demo_url)
+    wait_for_answer(page)
+    page.wait_for_function("() => { const i = document.querySelector('#predict-visual-0 img');"
+                           " return i && i.complete && i.naturalWidth > 0; }", timeout=30_000)
+    photo = page.locator("#predict-image").bounding_box()
+    card = page.locator("#predict-answer .czsl-answer").bounding_box()
+    assert card["x"] >= photo["x"] + photo["width"] and card["y"] < photo["y"] + photo["height"], (photo, card)
+    shown = picture_shown(page)
+    examples = page.locator("#predict-examples").bounding_box()
+    assert shown["top"] < 1024 - 200 and shown["top"] < examples["y"], (shown, examples)
+    page.close()
+
+
 def test_a_phone_has_every_tab_the_photo_first_and_a_compare_table_that_fits(demo_url, browser):  # noqa: F811
     """Item 5: at 390 x 844 every tab is in the bar, the photo is above the answer, and the Compare table fits."""
     page = browser.new_page(viewport=PHONE, device_scale_factor=1)

@@ -83,6 +83,21 @@ footer, footer a, footer button { color: #374151 !important; }
 #predict-examples table { table-layout: fixed; width: 100%; }
 #predict-examples th, #predict-examples td, #predict-examples th * { overflow-wrap: anywhere; white-space: normal;
   padding-left: 4px; padding-right: 4px; }
+@media (min-width: 641px) and (max-width: 1000px) {
+  /* A tablet or a narrow window: the photo and its buttons beside the answer, the picture of why under both,
+     then the rest (three columns would wrap the picture below the whole settings column). */
+  #predict-row { display: grid; grid-template-columns: minmax(0, 1fr) minmax(0, 1fr); gap: 12px 16px;
+    align-items: start; }
+  #predict-inputs, #predict-results, #predict-why { display: contents; }
+  #predict-row > *, #predict-inputs > *, #predict-results > *, #predict-why > * { grid-column: 1 / -1; min-width: 0; }
+  #predict-image { order: 1; grid-column: 1; }
+  #predict-answer { order: 1; grid-column: 2; grid-row: span 2; }
+  #predict-buttons { order: 2; grid-column: 1; }
+  #predict-explain { order: 3; }
+  #predict-note { order: 4; }
+  #predict-details, #predict-numbers { order: 5; }
+  #predict-model-box, #predict-words, #predict-examples, #predict-more { order: 6; }
+}
 @media (max-width: 640px) {
   /* The first screen of a phone shows the photo, the words, the answer and the start of its picture of why. */
   #predict-explain.padded { padding-left: 4px; padding-right: 4px; }
