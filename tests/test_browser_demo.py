@@ -356,3 +356,35 @@ def test_the_answer_comes_first_and_its_picture_follows_it(demo_url, browser):  
     assert "Drawing the picture" in said, said
     assert float(page.evaluate("getComputedStyle(document.querySelector('#predict-visual-0 img')).opacity")) < 0.5
     page.close()
+
+
+TABLE_FITS = """(sel) => { const box = document.querySelector(sel); const r = box.getBoundingClientRect();
+  const cut = [...box.querySelectorAll('.cell-wrap, .header-content, .virtual-table-viewport')]
+    .filter(e => e.offsetParent && e.scrollWidth > e.clientWidth + 1).map(e => e.innerText.trim());
+  return {inside: r.left >= 0 && r.right <= window.innerWidth, cut}; }"""
+
+
+def test_a_phone_shows_the_metrics_and_epochs_tables_whole(demo_url, browser):  # noqa: F811
+    """Item 5's other tables at 390 px: Evaluate's metrics and Train's epochs fit the screen, every cell's text
+    wrapped or whole, none cut off or left to a sideways scroll."""
+    page = browser.new_page(viewport=PHONE, device_scale_factor=1)
+    page.goto(demo_url)
+    wait_for_answer(page)
+    open_tab(page, "Evaluate")
+    page.locator("#evaluate-button").click()
+    wait_for_text(page, "#evaluate-summary", "the model is right on", timeout=240_000)
+    page.wait_for_timeout(500)
+    fits = page.evaluate(TABLE_FITS, "#evaluate-table")
+    assert fits["inside"] and not fits["cut"], fits
+    open_tab(page, "Train")
+    page.locator("#train-start").click()
+    page.wait_for_function("() => document.querySelectorAll('#train-epochs tbody tr').length >= 1 && "
+                           "!document.querySelector('#train-epochs tbody').innerText.includes('No data')",
+                           timeout=240_000)
+    page.wait_for_timeout(500)
+    fits = page.evaluate(TABLE_FITS, "#train-epochs")
+    page.locator("#train-stop").click()
+    page.wait_for_function("() => /Stopped|Finished/.test(document.querySelector('#train-progress-box').innerText)",
+                           timeout=120_000)
+    assert fits["inside"] and not fits["cut"], fits
+    page.close()

@@ -261,7 +261,9 @@ def build_evaluate_tab(state: AppState) -> tuple[Any, Any]:
             curve = gr.Image(label="Seen vs unseen accuracy", show_label=False, interactive=False, format="png",
                              elem_id="evaluate-curve")
             with gr.Column(visible=False) as table_box:  # no empty table before the first evaluation
-                table = gr.Dataframe(label="Metrics", interactive=False, elem_id="evaluate-table")
+                # Tall enough for every metric with its wrapped explanation, even on a phone.
+                table = gr.Dataframe(label="Metrics", interactive=False, wrap=True, max_height=1200,
+                                     elem_id="evaluate-table")
 
     @friendly_errors
     def on_evaluate(source_value, model_name, checkpoint_value, dataset_source, upload, server_path, phase_value,

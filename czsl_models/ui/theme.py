@@ -125,6 +125,23 @@ footer, footer a, footer button { color: #374151 !important; }
   .czsl-compare { font-size: 0.8rem; table-layout: fixed; }
   .czsl-compare th, .czsl-compare td { padding: 4px 2px; overflow-wrap: anywhere; }
   .czsl-compare th[scope="row"] { width: 30%; }
+  /* The metrics and the epochs tables (Gradio dataframes) fit the phone: cells wrap instead of the table
+     running off the edge. */
+  #evaluate-table table, #train-epochs table { table-layout: fixed; width: 100% !important;
+    min-width: 0 !important; font-size: 0.7rem; }
+  #evaluate-table th, #evaluate-table td, #train-epochs th, #train-epochs td,
+  #evaluate-table th *, #evaluate-table td *, #train-epochs th *, #train-epochs td * {
+    white-space: normal !important; overflow-wrap: break-word; hyphens: auto; min-width: 0 !important;
+    max-width: none !important; text-overflow: clip !important; }
+  #evaluate-table th, #evaluate-table td, #train-epochs th, #train-epochs td { padding: 4px 3px !important;
+    width: auto !important; }
+  #evaluate-table th *, #evaluate-table td *, #train-epochs th *, #train-epochs td * {
+    padding: 0 !important; margin: 0 !important; font-size: 0.7rem !important; }
+  /* The rows on show are the table's own cells (.cell-wrap), outside its sizing table. */
+  #evaluate-table .cell-wrap, #evaluate-table .cell-wrap *, #train-epochs .cell-wrap, #train-epochs .cell-wrap * {
+    font-size: 0.7rem !important; padding-left: 1px !important; padding-right: 1px !important; }
+  #train-epochs .cell-wrap, #train-epochs .cell-wrap * { word-break: normal !important;
+    overflow-wrap: normal !important; }
   .czsl-answer .czsl-caption, .czsl-looking { font-size: 0.8rem; line-height: 1.35; margin-bottom: 4px; }
   .czsl-answer .czsl-headline { font-size: 1.2rem; }
   .czsl-answer .czsl-stamp, .czsl-answer .czsl-lead { font-size: 0.85rem; }

@@ -36,7 +36,7 @@ TIME_ESTIMATES = {"msci": "a few minutes", "refiner": "a few minutes", "svip": "
 FAST_PRESET_NOTES = {"svip": "'Fast' keeps SVIP's learned context at zero (it needs the photos at every step): "
                              "it learns the patch picker and the label matching; 'As in the papers' learns all of it."}
 PIXEL_MESSAGE_PREFIX = "Stopped at step"  # the trainer's own stop line (it names a command-line flag)
-EPOCH_HEADERS = ["Epoch", "Training loss", "Seen %", "Unseen %", "HM %", "AUC %", "Kept"]
+EPOCH_HEADERS = ["Epoch", "Train loss", "Seen %", "Unseen %", "HM %", "AUC %", "Kept"]
 # The shapes recipe's epochs (czsl_models.training.config): enough for the AUC column to climb visibly.
 DEFAULT_EPOCHS = 15
 
@@ -53,7 +53,7 @@ def epoch_table(run: TrainingRun | None) -> pd.DataFrame:
     agreement = any("patchcls_agreement" in (entry.get("checks") or {}) for entry in entries)
     for entry in entries:
         validation = entry.get("validation") or {}
-        rows.append([entry.get("epoch"), round(float(entry.get("train_loss", float("nan"))), 4),
+        rows.append([entry.get("epoch"), round(float(entry.get("train_loss", float("nan"))), 3),
                      _percent(validation.get("best_seen")), _percent(validation.get("best_unseen")),
                      _percent(validation.get("best_hm")), _percent(validation.get("AUC")),
                      "✓" if entry.get("best") else ""]
@@ -204,7 +204,7 @@ def build_train_tab(state: AppState) -> TrainTab:
                                     x_title="training step", y_title="loss", x_axis_format="d",
                                     height=260, elem_id="train-loss")
             table = gr.Dataframe(epoch_table(None), label="After each epoch, on the validation photos",
-                                 interactive=False, elem_id="train-epochs")
+                                 interactive=False, wrap=True, elem_id="train-epochs")
             gr.Markdown("*Seen*: accuracy on combinations seen in training; *Unseen*: on new combinations; "
                         "*HM*: the best balance of the two; *AUC*: a summary of every trade-off (see About).")
             messages = gr.Markdown("")
