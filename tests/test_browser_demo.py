@@ -260,7 +260,8 @@ def test_a_tablet_shows_the_picture_under_the_answer_not_after_the_settings(demo
 
 
 def test_a_phone_has_every_tab_the_photo_first_and_a_compare_table_that_fits(demo_url, browser):  # noqa: F811
-    """Item 5: at 390 x 844 every tab is in the bar, the photo is above the answer, and the Compare table fits."""
+    """Item 5: at 390 x 844 every tab is in the bar, the photo is above the answer; Compare, once it has compared,
+    opens on its headline and its whole table, which fits, and shows its thumbnails two a row."""
     page = browser.new_page(viewport=PHONE, device_scale_factor=1)
     page.goto(demo_url)
     wait_for_answer(page)
@@ -274,6 +275,17 @@ def test_a_phone_has_every_tab_the_photo_first_and_a_compare_table_that_fits(dem
     fits = page.evaluate("""() => { const t = document.querySelector('#compare-table table');
       return t.getBoundingClientRect().right <= window.innerWidth && t.scrollWidth <= t.clientWidth + 1; }""")
     assert fits, "the Compare table fits the phone"
+    # Compared: its headline and whole table first, on the screen the tab opens on; thumbnails two a row.
+    page.evaluate("window.scrollTo(0, 0)")
+    page.wait_for_timeout(300)
+    headline = page.locator("#compare-headline").bounding_box()
+    table = page.locator("#compare-table table").bounding_box()
+    assert 0 <= headline["y"] and table["y"] + table["height"] <= PHONE["height"], (headline, table)
+    page.wait_for_function("() => document.querySelectorAll('#compare-thumbnails img').length >= 4",
+                           timeout=30_000)
+    lefts = page.evaluate("""() => [...document.querySelectorAll('#compare-thumbnails img')].map(i => {
+      const r = i.getBoundingClientRect(); return [Math.round(r.left), Math.round(r.right)]; })""")
+    assert all(right <= PHONE["width"] for _, right in lefts) and len({left for left, _ in lefts}) == 2, lefts
     page.close()
 
 

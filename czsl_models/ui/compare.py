@@ -188,7 +188,7 @@ def build_compare_tab(state: AppState, shared: Any, concurrency_limit: int) -> C
     random_backbone = is_random_backbone(state.backbone.spec)
     gr.Markdown("The photo, words and weights from the **Predict** tab, through every model at once: where they "
                 "agree, and where they differ.")
-    with gr.Row(equal_height=False):
+    with gr.Row(equal_height=False, elem_id="compare-row"):
         with gr.Column(scale=3, min_width=260):
             preview = gr.Image(label="The photo", interactive=False, height=200, elem_id="compare-image", buttons=[])
             words = gr.Markdown("", elem_id="compare-words")

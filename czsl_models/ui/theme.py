@@ -122,6 +122,11 @@ footer, footer a, footer button { color: #374151 !important; }
   #predict-details, #predict-numbers { order: 6; }
   #predict-model-box, #predict-words, #predict-examples, #predict-more { order: 7; }
   .czsl-answer { padding: 8px 10px; }
+  /* Compare, once it has compared: its answers first (the photo was just seen in Predict), the thumbnails two
+     a row rather than a sideways strip. */
+  #compare-row:has(#compare-table table) { flex-direction: column-reverse; }
+  #compare-thumbnails .grid-container { grid-template-columns: repeat(2, minmax(0, 1fr)) !important;
+    grid-auto-flow: row !important; overflow-x: visible !important; }
   .czsl-compare { font-size: 0.8rem; table-layout: fixed; }
   .czsl-compare th, .czsl-compare td { padding: 4px 2px; overflow-wrap: anywhere; }
   .czsl-compare th[scope="row"] { width: 30%; }
