@@ -8,6 +8,9 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+# The real ViT-L/14 architecture with random weights (runs offline), and every model the app serves.
+FULL_BACKBONE = "random:ViT-L-14-quickgelu"
+MODELS = ("clip", "msci", "refiner", "svip")
 
 
 def example_photos() -> list[str]:

@@ -24,10 +24,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
 
-from _drift import example_photos, score_drift  # noqa: E402
-
-FULL_BACKBONE = "random:ViT-L-14-quickgelu"
-MODELS = ("clip", "msci", "refiner", "svip")
+from _drift import FULL_BACKBONE, MODELS, example_photos, score_drift  # noqa: E402
 MIN_AGREEMENT, MIN_COSINE = 0.99, 0.999
 # Fixed word lists: the app's default and one naming what the example photos show.
 VOCABULARIES = {
